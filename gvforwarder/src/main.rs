@@ -1,1 +1,214 @@
-fn main() {}
+//! gvforwarder: the in-VM agent. It creates a TAP device, connects to gvproxy and moves Ethernet
+//! frames both ways, redialling one second after any failure.
+//!
+//! ```text
+//!   guest kernel <==TAP==> gvforwarder <==vsock/unix/tcp/unixpacket/unixgram/stdio==> gvproxy
+//! ```
+//!
+//! Upstream-compatible command line (`-url`, `-iface`, `-mac`, `-mtu`, `-preexisting`,
+//! `-stop-if-exist`, `-debug`, `-version`), plus `-protocol` (and `-uuid`, `-local`, `-vfkt`) so
+//! that it can play any VM NIC: gvforwarder's `/connect`, HyperKit, QEMU, bess or vfkit. The TAP
+//! is kept across redials (addresses configured on it survive a gvproxy restart) and reopened
+//! only when it fails. SIGUSR1 logs the counters; SIGINT/SIGTERM/SIGHUP log them and exit.
+
+mod cli;
+mod conn;
+mod forward;
+mod signals;
+mod tap;
+
+use std::io;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use log::{error, info};
+use transports::goflag::{usage, FlagError, Flags};
+use transports::{Framing, Link, LinkIo};
+
+use crate::cli::{Config, Protocol, ETHERNET_HEADER_BYTES};
+use crate::forward::{add, End, Totals, READ_BUDGET};
+use crate::signals::{Request, Signals};
+
+const VLAN_TAG_BYTES: usize = 4;
+const REDIAL_PAUSE: Duration = Duration::from_secs(1);
+/// Floor of a link's queue of outgoing bytes (it holds at most a couple of read batches).
+const MIN_TX_LIMIT_BYTES: usize = 1 << 20;
+
+fn main() -> ExitCode {
+    let flags = match Flags::parse(cli::SPECS, std::env::args().skip(1)) {
+        Ok(f) => f,
+        Err(FlagError::Help) => {
+            eprint!("{}", usage("gvforwarder", cli::SPECS));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprint!("{}", usage("gvforwarder", cli::SPECS));
+            return ExitCode::from(2);
+        }
+    };
+    if flags.bool("version") {
+        println!("gvforwarder version {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_flags(&flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = transports::logger::init(config.debug, None) {
+        eprintln!("cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(name) = config.stop_if_exist.iter().find(|n| tap::exists(n)) {
+        info!("interface {name} prevented this program to run");
+        return ExitCode::SUCCESS;
+    }
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot set up signal handling: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    Forwarder::new(&config).run(&signals);
+    ExitCode::SUCCESS
+}
+
+/// The TAP and its link, kept across redials.
+struct Tap {
+    name: String,
+    link: Link,
+}
+
+struct Forwarder<'a> {
+    config: &'a Config,
+    tap: Option<Tap>,
+    totals: Totals,
+    /// Largest frame we deliver to the TAP: `-mtu` plus the Ethernet header and a VLAN tag
+    /// (the size of the links' receive slots for one frame).
+    frame_bytes: usize,
+    tx_limit_bytes: usize,
+}
+
+impl<'a> Forwarder<'a> {
+    fn new(config: &'a Config) -> Self {
+        let frame_bytes = config.mtu + ETHERNET_HEADER_BYTES + VLAN_TAG_BYTES;
+        Forwarder {
+            config,
+            tap: None,
+            totals: Totals::default(),
+            frame_bytes,
+            tx_limit_bytes: (2 * READ_BUDGET * (frame_bytes + 4)).max(MIN_TX_LIMIT_BYTES),
+        }
+    }
+
+    /// Connects, forwards, redials; returns on a termination signal.
+    fn run(&mut self, signals: &Signals) {
+        let signal = loop {
+            match self.session(signals) {
+                End::Exit(s) => break s,
+                End::Host(msg) => error!("{msg}"),
+                End::Tap(msg) => {
+                    error!("{msg}");
+                    if let Some(tap) = self.tap.take() {
+                        info!("closing tap device {}", tap.name);
+                        add(&mut self.totals.closed_tap, &tap.link.counters());
+                    }
+                }
+            }
+            self.totals.reconnects += 1;
+            let (totals, tap) = (&self.totals, &self.tap);
+            let mut on_request = |req| {
+                if req == Request::Report {
+                    info!("{}", totals.report(tap.as_ref().map(|t| &t.link), None));
+                }
+            };
+            match signals.pause(REDIAL_PAUSE, &mut on_request) {
+                Ok(Some(s)) => break s,
+                Ok(None) => {}
+                Err(e) => {
+                    error!("waiting for signals: {e}");
+                    std::thread::sleep(REDIAL_PAUSE);
+                }
+            }
+        };
+        info!("exiting on {signal}");
+        info!(
+            "{}",
+            self.totals.report(self.tap.as_ref().map(|t| &t.link), None)
+        );
+        if let Protocol::Vfkit { local, .. } = &self.config.target.protocol {
+            let _ = std::fs::remove_file(local);
+        }
+    }
+
+    /// One connection: make sure the TAP is there, dial, move frames until something fails.
+    /// (Upstream dials first; opening the TAP first spares gvproxy a connection per retry
+    /// while the TAP cannot be had, e.g. a `-preexisting` one not created yet.)
+    fn session(&mut self, signals: &Signals) -> End {
+        if self.tap.is_none() {
+            match self.open_tap() {
+                Ok(t) => self.tap = Some(t),
+                Err(e) => return End::Tap(e.to_string()),
+            }
+        }
+        let Some(tap) = self.tap.as_mut() else {
+            return End::Tap("no tap device".into());
+        };
+        let target = &self.config.target;
+        info!("dialing to {} ({})", target.url, target.protocol);
+        let conn = match conn::connect(target) {
+            Ok(c) => c,
+            Err(e) => return End::Host(format!("cannot connect to host: {e}")),
+        };
+        let mut host = Link::new(conn.io, conn.framing, self.config.mtu, self.tx_limit_bytes);
+        // Held for the session: dropping it kills and reaps a stdio peer.
+        let child = conn.child;
+        info!(
+            "starting rx/tx loops between {} and {}",
+            tap.name, target.url
+        );
+        let end = forward::run(
+            &mut tap.link,
+            &mut host,
+            signals,
+            &mut self.totals,
+            self.frame_bytes,
+        );
+        add(&mut self.totals.closed_host, &host.counters());
+        drop(host);
+        drop(child);
+        end
+    }
+
+    fn open_tap(&self) -> io::Result<Tap> {
+        let config = self.config;
+        if config.preexisting && !tap::exists(&config.iface) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("-preexisting: interface {} does not exist", config.iface),
+            ));
+        }
+        info!("configuring tap device {}", config.iface);
+        let (name, fd) = tap::open(&config.iface)?;
+        if !config.preexisting {
+            if let Some(mac) = config.mac {
+                tap::set_mac(&name, mac)?;
+            }
+            info!("enabling tap device {name}");
+            tap::set_up(&name)?;
+        }
+        Ok(Tap {
+            name,
+            link: Link::new(
+                LinkIo::Packet(fd),
+                Framing::Message,
+                self.config.mtu,
+                self.tx_limit_bytes,
+            ),
+        })
+    }
+}

@@ -1,1 +1,180 @@
-fn main() {}
+//! gvproxy: the host daemon. Parses upstream gvproxy's command line, opens the VM
+//! sockets, and runs the switch loop; the main thread only waits for SIGINT/SIGTERM
+//! and then removes the sockets and the pid file.
+
+mod accept;
+mod config;
+mod netloop;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::thread;
+
+use log::{error, info};
+use nix::sys::signal::{SigSet, Signal};
+
+use config::{Command, Config};
+use stack::gateway::GatewayConfig;
+use transports::endpoint::Endpoint;
+use transports::listen::{bind_seqpacket, bind_unixgram, Listener};
+
+const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+fn main() -> ExitCode {
+    let cfg = match config::parse(std::env::args().skip(1)) {
+        Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Version) => {
+            println!("gvproxy version {VERSION}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Help) => {
+            eprint!("{}", transports::goflag::usage("gvproxy", config::SPECS));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("gvproxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = transports::logger::init(cfg.debug, cfg.log_file.as_deref()) {
+        eprintln!("gvproxy: invalid value for -log-file: {e}");
+        return ExitCode::from(2);
+    }
+    match run(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            error!("{msg}");
+            eprintln!("gvproxy: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Files to remove on the way out.
+#[derive(Default)]
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn run(cfg: &Config) -> Result<(), String> {
+    // Signals are taken by sigwait on this thread only: block them before any thread starts.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals
+        .thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+
+    info!("gvproxy version {VERSION}");
+    info!(
+        "virtual network {}/{}: gateway {}, first guest {}, host alias {} (127.0.0.1), mtu {}",
+        cfg.subnet, cfg.prefix_len, cfg.gateway_ip, cfg.device_ip, cfg.host_ip, cfg.mtu
+    );
+    let mut cleanup = Cleanup::default();
+
+    // Open every socket first, so that a bad endpoint stops start-up before anything runs.
+    let bind = |flag: &str, ep: &Endpoint, private: bool, cleanup: &mut Cleanup| {
+        let l = Listener::bind(ep, private)
+            .map_err(|e| format!("invalid value for -{flag}: cannot listen on {ep}: {e}"))?;
+        if let Some(p) = l.path() {
+            cleanup.0.push(p.to_path_buf());
+        }
+        Ok::<_, String>(l)
+    };
+    let mut api = Vec::new();
+    for ep in &cfg.listen {
+        api.push((bind("listen", ep, true, &mut cleanup)?, ep.to_string()));
+    }
+    let qemu = match &cfg.listen_qemu {
+        Some(ep) => Some((bind("listen-qemu", ep, false, &mut cleanup)?, ep.to_string())),
+        None => None,
+    };
+    let vpnkit = match &cfg.listen_vpnkit {
+        Some(ep) => Some((bind("listen-vpnkit", ep, false, &mut cleanup)?, ep.to_string())),
+        None => None,
+    };
+    let bess = match &cfg.listen_bess {
+        Some(ep @ Endpoint::Unixpacket(p)) => {
+            let fd = bind_seqpacket(p)
+                .map_err(|e| format!("invalid value for -listen-bess: cannot listen on {ep}: {e}"))?;
+            cleanup.0.push(p.clone());
+            Some((fd, ep.to_string()))
+        }
+        _ => None,
+    };
+    let vfkit = match &cfg.listen_vfkit {
+        Some(ep @ Endpoint::Unixgram(p)) => {
+            let fd = bind_unixgram(p)
+                .map_err(|e| format!("invalid value for -listen-vfkit: cannot listen on {ep}: {e}"))?;
+            cleanup.0.push(p.clone());
+            Some((fd, ep.to_string()))
+        }
+        _ => None,
+    };
+    if let Some(p) = &cfg.pid_file {
+        std::fs::write(p, std::process::id().to_string())
+            .map_err(|e| format!("invalid value for -pid-file: {}: {e}", p.display()))?;
+        cleanup.0.push(p.clone());
+    }
+
+    let gw = GatewayConfig {
+        mac: cfg.gateway_mac,
+        ip: cfg.gateway_ip,
+        prefix_len: cfg.prefix_len,
+        virtual_ips: vec![cfg.host_ip],
+        mtu: cfg.mtu,
+    };
+    // A link whose loss ends gvproxy (stdio) stops it the way a signal does.
+    let stop = Box::new(|| {
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGTERM);
+    });
+    let (netloop, handle) =
+        netloop::NetLoop::new(gw, stop).map_err(|e| format!("cannot start the switch loop: {e}"))?;
+    thread::Builder::new()
+        .name("switch".into())
+        .spawn(move || netloop.run())
+        .map_err(|e| format!("cannot start the switch loop: {e}"))?;
+
+    let ctx = accept::Ctx {
+        handle,
+        mtu: cfg.mtu,
+        vpnkit_macs: cfg.vpnkit_macs.clone(),
+    };
+    for (l, url) in api {
+        info!("listening on {url}");
+        accept::spawn_api(l, url, ctx.clone());
+    }
+    if let Some((l, url)) = vpnkit {
+        info!("listening for vpnkit on {url}");
+        accept::spawn_vpnkit(l, url, ctx.clone());
+    }
+    if let Some((l, url)) = qemu {
+        info!("listening for qemu on {url}");
+        accept::spawn_qemu(l, url, ctx.clone());
+    }
+    if let Some((fd, url)) = bess {
+        info!("listening for bess on {url}");
+        accept::spawn_bess(fd, url, ctx.clone());
+    }
+    if let Some((fd, url)) = vfkit {
+        info!("listening for vfkit on {url}");
+        accept::spawn_vfkit(fd, url, ctx.clone());
+    }
+    if cfg.listen_stdio {
+        accept::stdio_link(&ctx).map_err(|e| format!("invalid value for -listen-stdio: {e}"))?;
+    }
+
+    match signals.wait() {
+        Ok(sig) => info!("gvproxy exiting: {sig} caught"),
+        Err(e) => error!("gvproxy exiting: sigwait failed: {e}"),
+    }
+    drop(cleanup);
+    // Other threads sit in blocking accepts: end the process here.
+    std::process::exit(0);
+}

@@ -1,0 +1,432 @@
+//! The switch loop: one mio event loop that owns every VM link, the L2 switch and the
+//! gateway's ARP/ICMP responder.
+//!
+//! ```text
+//!  acceptor threads ──NewLink──▶ channel + Waker ─┐
+//!                                                 ▼
+//!  link fds ──readable──▶ Link::read_frames ─▶ route(port, frame)
+//!                                                 ├─▶ Switch::process ─▶ other links' queues
+//!                                                 └─▶ Gateway::process_frame ─▶ gw_out ─▶ route(gw, ..)
+//!  after each batch: flush every link with queued frames (WRITABLE interest only while
+//!  the kernel buffer is full)
+//! ```
+//!
+//! Readiness is edge-triggered: a link cut off by the read budget goes on a backlog and
+//! is read again next turn without waiting for a new event.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde_json::{json, Value};
+
+use stack::batch::FrameBatch;
+use stack::counters::DropCounters;
+use stack::gateway::{Gateway, GatewayConfig, Verdict};
+use stack::wire::EthernetFrame;
+use switch::{Decision, Learned, PortId, Switch};
+use transports::link::{Link, LinkError, ReadStatus};
+
+/// Frames read from one link before the loop looks at the others.
+const READ_BUDGET: usize = 256;
+/// Outgoing bytes queued per link before frames are dropped.
+pub const TX_LIMIT_BYTES: usize = 4 << 20;
+const WAKER: Token = Token(usize::MAX);
+const AGE_EVERY: Duration = Duration::from_secs(30);
+
+/// Tokens: port number * 2 for the read side, + 1 for a separate write fd (stdio).
+fn read_token(port: PortId) -> Token {
+    Token(port * 2)
+}
+fn write_token(port: PortId) -> Token {
+    Token(port * 2 + 1)
+}
+
+/// A VM link handed to the loop by an acceptor.
+pub struct NewLink {
+    pub link: Link,
+    /// For logs: "qemu unix:///run/qemu.sock", "/connect tcp 127.0.0.1:50312"...
+    pub name: String,
+    /// Closing this link ends gvproxy (stdio: nobody can reconnect).
+    pub fatal_on_close: bool,
+    /// Told when the link closes (vfkit waits for it to learn a new peer).
+    pub on_close: Option<Sender<()>>,
+}
+
+/// Requests from the API threads.
+pub enum Command {
+    Link(NewLink),
+    Stats(Sender<Value>),
+}
+
+/// The handle other threads use to reach the loop.
+#[derive(Clone)]
+pub struct Handle {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl Handle {
+    pub fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).is_ok() && self.waker.wake().is_ok()
+    }
+
+    pub fn add_link(&self, link: NewLink) -> bool {
+        self.send(Command::Link(link))
+    }
+
+    /// Asks the loop for a counters snapshot (None if it does not answer in time).
+    pub fn stats(&self) -> Option<Value> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if !self.send(Command::Stats(tx)) {
+            return None;
+        }
+        rx.recv_timeout(Duration::from_secs(5)).ok()
+    }
+}
+
+struct Port {
+    link: Link,
+    name: String,
+    read_fd: RawFd,
+    write_fd: RawFd,
+    write_interest: bool,
+    fatal_on_close: bool,
+    on_close: Option<Sender<()>>,
+}
+
+pub struct NetLoop {
+    poll: Poll,
+    rx: Receiver<Command>,
+    switch: Switch,
+    gateway: Gateway,
+    gateway_port: PortId,
+    /// Indexed by switch port; the gateway's slot stays None.
+    links: Vec<Option<Port>>,
+    gw_out: FrameBatch,
+    /// Ports with queued outgoing frames.
+    dirty: Vec<PortId>,
+    /// Ports whose last read stopped on the budget.
+    backlog: Vec<PortId>,
+    /// Links closed because their peer broke the framing or the socket failed.
+    links_closed: u64,
+    links_oversize: u64,
+    /// Frames for flows (TCP/UDP/ICMP to other hosts) until NAT exists.
+    unrouted: DropCounters,
+    /// Counters of links that are gone, so totals never go backwards.
+    closed_rx_runts: u64,
+    closed_tx_dropped: u64,
+    on_fatal_close: Box<dyn Fn() + Send>,
+    last_age: Instant,
+}
+
+impl NetLoop {
+    pub fn new(
+        gw: GatewayConfig,
+        on_fatal_close: Box<dyn Fn() + Send>,
+    ) -> io::Result<(NetLoop, Handle)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let now = Instant::now();
+        let mut switch = Switch::new();
+        let gateway_port = switch.add_port();
+        switch.pin(gw.mac, gateway_port, now);
+        let lp = NetLoop {
+            poll,
+            rx,
+            switch,
+            gateway: Gateway::new(gw),
+            gateway_port,
+            links: Vec::new(),
+            gw_out: FrameBatch::new(),
+            dirty: Vec::new(),
+            backlog: Vec::new(),
+            links_closed: 0,
+            links_oversize: 0,
+            unrouted: DropCounters::default(),
+            closed_rx_runts: 0,
+            closed_tx_dropped: 0,
+            on_fatal_close,
+            last_age: now,
+        };
+        Ok((lp, Handle { tx, waker }))
+    }
+
+    /// Runs until the process ends.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = if self.backlog.is_empty() {
+                Some(AGE_EVERY)
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    warn!("switch loop: poll failed: {e}");
+                }
+                continue;
+            }
+            let now = Instant::now();
+            let mut readable: Vec<PortId> = std::mem::take(&mut self.backlog);
+            for ev in events.iter() {
+                let t = ev.token();
+                if t == WAKER {
+                    self.drain_commands(now);
+                    continue;
+                }
+                let port = t.0 / 2;
+                if ev.is_writable() || ev.is_write_closed() {
+                    self.dirty.push(port);
+                }
+                if t.0 % 2 == 0 && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                    readable.push(port);
+                }
+            }
+            readable.sort_unstable();
+            readable.dedup();
+            for port in readable {
+                self.read_port(port, now);
+            }
+            self.flush_dirty();
+            if now.duration_since(self.last_age) >= AGE_EVERY {
+                self.last_age = now;
+                for mac in self.switch.age(now) {
+                    debug!("switch: {mac} aged out");
+                }
+            }
+        }
+    }
+
+    fn drain_commands(&mut self, now: Instant) {
+        while let Ok(cmd) = self.rx.try_recv() {
+            match cmd {
+                Command::Link(nl) => self.add_link(nl, now),
+                Command::Stats(reply) => {
+                    let _ = reply.send(self.stats());
+                }
+            }
+        }
+    }
+
+    fn add_link(&mut self, nl: NewLink, _now: Instant) {
+        let port = self.switch.add_port();
+        let read_fd = nl.link.read_fd();
+        let write_fd = nl.link.write_fd();
+        let reg = self.poll.registry();
+        let res = if read_fd == write_fd {
+            reg.register(
+                &mut SourceFd(&read_fd),
+                read_token(port),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        } else {
+            reg.register(&mut SourceFd(&read_fd), read_token(port), Interest::READABLE)
+                .and_then(|()| {
+                    reg.register(&mut SourceFd(&write_fd), write_token(port), Interest::WRITABLE)
+                })
+        };
+        if let Err(e) = res {
+            warn!("{}: cannot watch the link: {e}", nl.name);
+            self.switch.remove_port(port);
+            return;
+        }
+        info!("{}: link up (switch port {port})", nl.name);
+        if self.links.len() <= port {
+            self.links.resize_with(port + 1, || None);
+        }
+        self.links[port] = Some(Port {
+            link: nl.link,
+            name: nl.name,
+            read_fd,
+            write_fd,
+            write_interest: false,
+            fatal_on_close: nl.fatal_on_close,
+            on_close: nl.on_close,
+        });
+        // Bytes may already wait (a /connect client's first frames): read them now,
+        // edge-triggered readiness may have fired before registration.
+        self.backlog.push(port);
+    }
+
+    fn read_port(&mut self, port: PortId, now: Instant) {
+        let Some(mut p) = self.links.get_mut(port).and_then(Option::take) else {
+            return;
+        };
+        let result = {
+            let mut on_frame = |frame: &[u8]| self.route(port, frame, now);
+            p.link.read_frames(READ_BUDGET, &mut on_frame)
+        };
+        let close = match result {
+            Ok(ReadStatus::WouldBlock) => None,
+            Ok(ReadStatus::Budget) => {
+                self.backlog.push(port);
+                None
+            }
+            Ok(ReadStatus::Closed) => Some("closed by the peer".to_string()),
+            Err(LinkError::TooLong(len)) => {
+                self.links_oversize += 1;
+                Some(format!(
+                    "frame length {len} exceeds {} bytes: disconnecting",
+                    transports::framing::MAX_STREAM_FRAME
+                ))
+            }
+            Err(LinkError::Io(e)) => Some(format!("read failed: {e}")),
+        };
+        self.links[port] = Some(p);
+        self.dispatch_gateway_out(now);
+        if let Some(why) = close {
+            self.close_port(port, &why);
+        }
+    }
+
+    /// Switches one frame that entered on `port`.
+    fn route(&mut self, port: PortId, frame: &[u8], now: Instant) {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return;
+        };
+        let (decision, learned) = self.switch.process(port, eth.dst(), eth.src(), frame.len(), now);
+        match learned {
+            Learned::New => debug!("switch: {} learned on port {port}", eth.src()),
+            Learned::Moved { from } => {
+                debug!("switch: {} moved from port {from} to {port}", eth.src())
+            }
+            Learned::Known | Learned::Ignored => {}
+        }
+        match decision {
+            Decision::Unicast(to) => self.deliver(to, frame),
+            Decision::Flood => {
+                for to in 0..self.links.len().max(self.gateway_port + 1) {
+                    if to != port && self.switch.is_open(to) {
+                        self.deliver(to, frame);
+                    }
+                }
+            }
+            Decision::Filter => {}
+        }
+    }
+
+    fn deliver(&mut self, to: PortId, frame: &[u8]) {
+        if to == self.gateway_port {
+            self.switch.count_tx(to, frame.len());
+            match self.gateway.process_frame(frame, &mut self.gw_out) {
+                Verdict::Handled | Verdict::Dropped(_) => {}
+                // TCP/UDP/ICMP for other hosts: the NAT data path takes these.
+                Verdict::Transport => self.unrouted.count(stack::counters::DropReason::NoRoute),
+            }
+            return;
+        }
+        if let Some(Some(p)) = self.links.get_mut(to) {
+            self.switch.count_tx(to, frame.len());
+            // A frame the link cannot take is counted there (tx_dropped).
+            if p.link.queue_frame(frame) && !p.write_interest {
+                self.dirty.push(to);
+            }
+        }
+    }
+
+    /// Frames the gateway produced go through the switch like any other port's.
+    fn dispatch_gateway_out(&mut self, now: Instant) {
+        if self.gw_out.is_empty() {
+            return;
+        }
+        let out = std::mem::take(&mut self.gw_out);
+        for frame in out.iter() {
+            self.route(self.gateway_port, frame, now);
+        }
+        let mut out = out;
+        out.clear();
+        self.gw_out = out;
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for port in dirty.drain(..) {
+            let Some(Some(p)) = self.links.get_mut(port) else {
+                continue;
+            };
+            match p.link.flush() {
+                Ok(done) => {
+                    p.write_interest = !done;
+                }
+                Err(LinkError::Io(e)) => {
+                    let why = format!("write failed: {e}");
+                    self.close_port(port, &why);
+                }
+                Err(LinkError::TooLong(_)) => {}
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    fn close_port(&mut self, port: PortId, why: &str) {
+        let Some(p) = self.links.get_mut(port).and_then(Option::take) else {
+            return;
+        };
+        let reg = self.poll.registry();
+        let _ = reg.deregister(&mut SourceFd(&p.read_fd));
+        if p.write_fd != p.read_fd {
+            let _ = reg.deregister(&mut SourceFd(&p.write_fd));
+        }
+        let c = p.link.counters();
+        self.closed_rx_runts += c.rx_runts;
+        self.closed_tx_dropped += c.tx_dropped;
+        self.links_closed += 1;
+        for mac in self.switch.remove_port(port) {
+            debug!("switch: {mac} left with port {port}");
+        }
+        info!("{}: link down: {why}", p.name);
+        if let Some(tx) = p.on_close {
+            let _ = tx.send(());
+        }
+        if p.fatal_on_close {
+            (self.on_fatal_close)();
+        }
+    }
+
+    fn stats(&self) -> Value {
+        let totals = self.switch.totals();
+        let gw = self.switch.counters(self.gateway_port).unwrap_or_default();
+        let mut links = Vec::new();
+        let (mut runts, mut tx_dropped) = (self.closed_rx_runts, self.closed_tx_dropped);
+        for (port, p) in self.links.iter().enumerate() {
+            let Some(p) = p else { continue };
+            let c = p.link.counters();
+            runts += c.rx_runts;
+            tx_dropped += c.tx_dropped;
+            links.push(json!({
+                "port": port,
+                "name": p.name,
+                "rx_frames": c.rx_frames, "rx_bytes": c.rx_bytes,
+                "tx_frames": c.tx_frames, "tx_bytes": c.tx_bytes,
+                "rx_runts": c.rx_runts, "tx_dropped": c.tx_dropped,
+            }));
+        }
+        let mut drops: HashMap<&str, u64> = self.gateway.drops().iter().collect();
+        for (name, n) in self.unrouted.iter() {
+            *drops.entry(name).or_default() += n;
+        }
+        drops.retain(|_, n| *n > 0);
+        // Upstream's names: BytesSent = switch → VMs, BytesReceived = VMs → switch.
+        json!({
+            "BytesSent": totals.tx_bytes.saturating_sub(gw.tx_bytes),
+            "BytesReceived": totals.rx_bytes.saturating_sub(gw.rx_bytes),
+            "links": links,
+            "link_runts": runts,
+            "link_tx_dropped": tx_dropped,
+            "links_closed": self.links_closed,
+            "links_oversize": self.links_oversize,
+            "drops": drops,
+            "cam": self.switch.cam().map(|(m, p)| (m.to_string(), p)).collect::<HashMap<_, _>>(),
+        })
+    }
+}
