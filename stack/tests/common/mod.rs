@@ -4,8 +4,8 @@
 use std::net::Ipv4Addr;
 
 use stack::wire::{
-    ArpOperation, ArpRepr, EtherType, EthernetRepr, Icmpv4Repr, IpProtocol, Ipv4FrameRepr,
-    Ipv4Repr, MacAddr, SeqNumber, TcpFlags, TcpRepr, TcpTimestamps, UdpRepr,
+    ArpOperation, ArpRepr, EtherType, EthernetRepr, Icmpv4Repr, Ipv4FrameRepr, Ipv4Repr, MacAddr,
+    SeqNumber, TcpFlags, TcpRepr, TcpTimestamps, UdpRepr,
 };
 
 pub const GW_MAC: MacAddr = MacAddr([0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd]);
@@ -163,8 +163,6 @@ pub fn refill_ip_checksum(frame: &mut [u8]) {
     let mut ip = stack::wire::Ipv4Packet::new_checked(&mut frame[14..]).unwrap();
     ip.fill_checksum();
 }
-
-pub const _PROTOS: [u8; 3] = [IpProtocol::ICMP, IpProtocol::TCP, IpProtocol::UDP];
 
 /// Seeded xorshift64 (deterministic, replayable from the seed).
 pub struct XorShift(pub u64);
