@@ -32,6 +32,14 @@ const SIGNALS: Token = Token(3);
 /// Frames read from one source before the other side gets a turn.
 pub const READ_BUDGET: usize = 64;
 
+/// The bound on a link's queue of outgoing bytes. A source is read only while its sink's queue
+/// is empty, so the queue must hold one whole read batch of the largest frames (room for
+/// slot rounding and a length prefix included): then nothing is dropped for lack of room, and
+/// the bound is still a small constant.
+pub fn tx_limit_bytes(max_frame_bytes: usize) -> usize {
+    2 * READ_BUDGET * (max_frame_bytes + 64 + 4)
+}
+
 /// Why a session ended.
 #[derive(Debug)]
 pub enum End {
@@ -43,7 +51,7 @@ pub enum End {
     Tap(String),
 }
 
-/// Counters of one run of the program, across reconnects.
+/// Counters of one run of the program, across redials.
 #[derive(Default, Clone, Copy, Debug)]
 pub struct Totals {
     /// Counters of host links that are gone.
@@ -52,7 +60,7 @@ pub struct Totals {
     pub closed_tap: LinkCounters,
     /// Frames from gvproxy larger than `-mtu` + 14: dropped.
     pub to_guest_oversize: u64,
-    pub reconnects: u64,
+    pub redials: u64,
 }
 
 /// A snapshot of all counters, printed on SIGUSR1 and at exit as one line.
@@ -60,7 +68,7 @@ pub struct Report {
     pub host: LinkCounters,
     pub tap: LinkCounters,
     pub to_guest_oversize: u64,
-    pub reconnects: u64,
+    pub redials: u64,
 }
 
 impl Totals {
@@ -77,7 +85,7 @@ impl Totals {
             host: h,
             tap: t,
             to_guest_oversize: self.to_guest_oversize,
-            reconnects: self.reconnects,
+            redials: self.redials,
         }
     }
 }
@@ -112,7 +120,7 @@ impl fmt::Display for Report {
             t.tx_dropped,
             t.tx_oversize,
             h.rx_runts,
-            self.reconnects,
+            self.redials,
         )
     }
 }
@@ -376,7 +384,8 @@ mod tests {
         let signals = Signals::install().unwrap();
         let (tap_far, tap_near) = pair(SockType::SeqPacket);
         let (host_far, host_near) = pair(SockType::Stream);
-        let mut tap = Link::new(LinkIo::Packet(tap_near), Framing::Message, MTU, 1 << 16);
+        let limit = tx_limit_bytes(MTU + 18);
+        let mut tap = Link::new(LinkIo::Packet(tap_near), Framing::Message, MTU, limit);
         let mut host = Link::new(
             LinkIo::Stream {
                 read: host_near,
@@ -384,7 +393,7 @@ mod tests {
             },
             Framing::LenU16Le,
             MTU,
-            1 << 16,
+            limit,
         );
         let tap_far = std::sync::Arc::new(tap_far);
         let host_far = UnixStream::from(host_far);
@@ -410,7 +419,11 @@ mod tests {
         let host_writer = thread::spawn(move || {
             for i in 0..FRAMES {
                 // Every 100th frame is over the MTU: dropped and counted, never delivered.
-                let len = if i % 100 == 99 { MTU + 100 } else { 60 + i % 1400 };
+                let len = if i % 100 == 99 {
+                    MTU + 100
+                } else {
+                    60 + i % 1400
+                };
                 let f = frame(i, len);
                 let mut buf = u16::try_from(f.len()).unwrap().to_le_bytes().to_vec();
                 buf.extend_from_slice(&f);
@@ -437,12 +450,17 @@ mod tests {
         let mut totals = Totals::default();
         let end = run(&mut tap, &mut host, &signals, &mut totals, MTU + 18);
         closer.join().unwrap();
-        assert!(matches!(end, End::Host(ref m) if m.contains("closed")), "{end:?}");
+        assert!(
+            matches!(end, End::Host(ref m) if m.contains("closed")),
+            "{end:?}"
+        );
         let report = totals.report(Some(&tap), Some(&host));
         assert_eq!(report.host.tx_frames, FRAMES as u64);
         assert_eq!(report.tap.tx_frames, (FRAMES - FRAMES / 100) as u64);
         assert_eq!(report.to_guest_oversize, (FRAMES / 100) as u64);
         assert_eq!(report.host.tx_dropped + report.tap.tx_dropped, 0);
-        assert!(report.to_string().starts_with("counters: to_host frames=3000 "));
+        assert!(report
+            .to_string()
+            .starts_with("counters: to_host frames=3000 "));
     }
 }

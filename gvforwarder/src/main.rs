@@ -11,28 +11,31 @@
 //! is kept across redials (addresses configured on it survive a gvproxy restart) and reopened
 //! only when it fails. SIGUSR1 logs the counters; SIGINT/SIGTERM/SIGHUP log them and exit.
 
+#![deny(unsafe_code)]
+
 mod cli;
 mod conn;
 mod forward;
 mod signals;
+// The TAP ioctls are the only unsafe code.
+#[allow(unsafe_code)]
 mod tap;
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use log::{error, info};
+use log::{debug, error, info};
 use transports::goflag::{usage, FlagError, Flags};
 use transports::{Framing, Link, LinkIo};
 
 use crate::cli::{Config, Protocol, ETHERNET_HEADER_BYTES};
-use crate::forward::{add, End, Totals, READ_BUDGET};
+use crate::forward::{add, End, Totals};
 use crate::signals::{Request, Signals};
 
 const VLAN_TAG_BYTES: usize = 4;
 const REDIAL_PAUSE: Duration = Duration::from_secs(1);
-/// Floor of a link's queue of outgoing bytes (it holds at most a couple of read batches).
-const MIN_TX_LIMIT_BYTES: usize = 1 << 20;
 
 fn main() -> ExitCode {
     let flags = match Flags::parse(cli::SPECS, std::env::args().skip(1)) {
@@ -101,7 +104,7 @@ impl<'a> Forwarder<'a> {
             tap: None,
             totals: Totals::default(),
             frame_bytes,
-            tx_limit_bytes: (2 * READ_BUDGET * (frame_bytes + 4)).max(MIN_TX_LIMIT_BYTES),
+            tx_limit_bytes: forward::tx_limit_bytes(frame_bytes),
         }
     }
 
@@ -119,7 +122,7 @@ impl<'a> Forwarder<'a> {
                     }
                 }
             }
-            self.totals.reconnects += 1;
+            self.totals.redials += 1;
             let (totals, tap) = (&self.totals, &self.tap);
             let mut on_request = |req| {
                 if req == Request::Report {
@@ -165,7 +168,14 @@ impl<'a> Forwarder<'a> {
             Err(e) => return End::Host(format!("cannot connect to host: {e}")),
         };
         let mut host = Link::new(conn.io, conn.framing, self.config.mtu, self.tx_limit_bytes);
-        // Held for the session: dropping it kills and reaps a stdio peer.
+        debug!(
+            "host link: {:?} framing, fds {}/{}, tx limit {} bytes",
+            conn.framing,
+            host.read_fd(),
+            host.write_fd(),
+            self.tx_limit_bytes
+        );
+        // Held for the session: dropping it reaps (or kills) a stdio peer.
         let child = conn.child;
         info!(
             "starting rx/tx loops between {} and {}",
@@ -201,6 +211,11 @@ impl<'a> Forwarder<'a> {
             info!("enabling tap device {name}");
             tap::set_up(&name)?;
         }
+        debug!(
+            "tap {name}: frames up to {} bytes, fd {}",
+            self.frame_bytes,
+            fd.as_raw_fd()
+        );
         Ok(Tap {
             name,
             link: Link::new(

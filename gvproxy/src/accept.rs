@@ -67,12 +67,7 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
 
 /// Accepts forever, giving each connection to `serve` on a thread of its own so a slow
 /// client cannot hold up the next one.
-fn accept_loop(
-    listener: Listener,
-    what: String,
-    ctx: Ctx,
-    serve: fn(&Ctx, OwnedFd, String),
-) {
+fn accept_loop(listener: Listener, what: String, ctx: Ctx, serve: fn(&Ctx, OwnedFd, String)) {
     spawn(format!("accept {what}"), move || loop {
         match listener.accept() {
             Ok((fd, peer)) => {
@@ -234,7 +229,11 @@ fn serve_api(ctx: &Ctx, fd: OwnedFd, name: String) {
                 let _ = respond(&mut sock, 200, &v.to_string());
             }
             None => {
-                let _ = respond(&mut sock, 503, &error_body("the switch loop did not answer"));
+                let _ = respond(
+                    &mut sock,
+                    503,
+                    &error_body("the switch loop did not answer"),
+                );
             }
         },
         _ => {

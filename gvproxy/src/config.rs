@@ -15,13 +15,33 @@ pub const SPECS: &[Spec] = &[
         "listen",
         "control endpoint with /connect (unix://, tcp://, vsock://); repeatable",
     ),
-    Spec::value("listen-qemu", "", "unix:// or tcp:// socket for QEMU's stream netdev"),
-    Spec::value("listen-bess", "", "unixpacket:// socket for User Mode Linux (bess)"),
-    Spec::value("listen-vfkit", "", "unixgram:// socket for vfkit or libkrun"),
+    Spec::value(
+        "listen-qemu",
+        "",
+        "unix:// or tcp:// socket for QEMU's stream netdev",
+    ),
+    Spec::value(
+        "listen-bess",
+        "",
+        "unixpacket:// socket for User Mode Linux (bess)",
+    ),
+    Spec::value(
+        "listen-vfkit",
+        "",
+        "unixgram:// socket for vfkit or libkrun",
+    ),
     Spec::value("listen-vpnkit", "", "socket for HyperKit's virtio-vpnkit"),
-    Spec::value("listen-stdio", "", "any value: use stdin/stdout as the VM link"),
+    Spec::value(
+        "listen-stdio",
+        "",
+        "any value: use stdin/stdout as the VM link",
+    ),
     Spec::value("mtu", "1500", "MTU of the virtual network"),
-    Spec::value("subnet", "192.168.127.0/24", "subnet of the virtual network"),
+    Spec::value(
+        "subnet",
+        "192.168.127.0/24",
+        "subnet of the virtual network",
+    ),
     Spec::bool("debug", "debug logging"),
     Spec::value("pid-file", "", "write the process id to this file"),
     Spec::value("log-file", "", "write logs to this file instead of stderr"),
@@ -123,7 +143,10 @@ fn endpoint(flags: &Flags, name: &str, allowed: &[&str]) -> Result<Option<Endpoi
     }
     if let Some(p) = socket_path(&ep) {
         if p.exists() {
-            return Err(err(name, format!("{url:?}: {} already exists", p.display())));
+            return Err(err(
+                name,
+                format!("{url:?}: {} already exists", p.display()),
+            ));
         }
     }
     Ok(Some(ep))
@@ -136,12 +159,18 @@ fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
         if !["unix", "tcp", "vsock"].contains(&scheme(&ep)) {
             return Err(err(
                 "listen",
-                format!("{url:?}: scheme {:?} is not supported here (use unix, tcp or vsock)", scheme(&ep)),
+                format!(
+                    "{url:?}: scheme {:?} is not supported here (use unix, tcp or vsock)",
+                    scheme(&ep)
+                ),
             ));
         }
         if let Some(p) = socket_path(&ep) {
             if p.exists() {
-                return Err(err("listen", format!("{url:?}: {} already exists", p.display())));
+                return Err(err(
+                    "listen",
+                    format!("{url:?}: {} already exists", p.display()),
+                ));
             }
         }
         listen.push(ep);
@@ -161,14 +190,25 @@ fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
     let mtu = u16::try_from(mtu)
         .ok()
         .filter(|m| (MIN_MTU..=MAX_MTU).contains(m))
-        .ok_or_else(|| err("mtu", format!("{mtu} is out of range ({MIN_MTU}..={MAX_MTU})")))?;
+        .ok_or_else(|| {
+            err(
+                "mtu",
+                format!("{mtu} is out of range ({MIN_MTU}..={MAX_MTU})"),
+            )
+        })?;
 
     let subnet_text = flags.get_or("subnet", "192.168.127.0/24");
     let (subnet, prefix_len) = parse_cidr(subnet_text).ok_or_else(|| {
-        err("subnet", format!("{subnet_text:?} is not an IPv4 CIDR such as 192.168.127.0/24"))
+        err(
+            "subnet",
+            format!("{subnet_text:?} is not an IPv4 CIDR such as 192.168.127.0/24"),
+        )
     })?;
     if prefix_len > 29 {
-        return Err(err("subnet", format!("{subnet_text:?} is too small (must be /29 or larger)")));
+        return Err(err(
+            "subnet",
+            format!("{subnet_text:?} is too small (must be /29 or larger)"),
+        ));
     }
     let (gateway_ip, device_ip, host_ip) = derive_addresses(subnet, prefix_len);
 
@@ -188,8 +228,14 @@ fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
         gateway_mac: DEFAULT_GATEWAY_MAC,
         vpnkit_macs: vec![(DEFAULT_VPNKIT_UUID.to_string(), DEFAULT_DEVICE_MAC)],
         debug: flags.bool("debug"),
-        pid_file: flags.get("pid-file").filter(|v| !v.is_empty()).map(PathBuf::from),
-        log_file: flags.get("log-file").filter(|v| !v.is_empty()).map(PathBuf::from),
+        pid_file: flags
+            .get("pid-file")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+        log_file: flags
+            .get("log-file")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
     })
 }
 
@@ -280,7 +326,10 @@ mod tests {
         assert_eq!(e.flag, "mtu");
         assert!(e.to_string().starts_with("invalid value for -mtu:"), "{e}");
         assert_eq!(run(&["-listen", "foo://x"]).unwrap_err().flag, "listen");
-        assert_eq!(run(&["-listen-bess", "unix:///x"]).unwrap_err().flag, "listen-bess");
+        assert_eq!(
+            run(&["-listen-bess", "unix:///x"]).unwrap_err().flag,
+            "listen-bess"
+        );
         assert_eq!(run(&["-subnet", "10.0.0.0/30"]).unwrap_err().flag, "subnet");
         let dir = std::env::temp_dir();
         let e = run(&["-listen-qemu", &format!("unix://{}", dir.display())]).unwrap_err();

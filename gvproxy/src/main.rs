@@ -92,17 +92,24 @@ fn run(cfg: &Config) -> Result<(), String> {
         api.push((bind("listen", ep, true, &mut cleanup)?, ep.to_string()));
     }
     let qemu = match &cfg.listen_qemu {
-        Some(ep) => Some((bind("listen-qemu", ep, false, &mut cleanup)?, ep.to_string())),
+        Some(ep) => Some((
+            bind("listen-qemu", ep, false, &mut cleanup)?,
+            ep.to_string(),
+        )),
         None => None,
     };
     let vpnkit = match &cfg.listen_vpnkit {
-        Some(ep) => Some((bind("listen-vpnkit", ep, false, &mut cleanup)?, ep.to_string())),
+        Some(ep) => Some((
+            bind("listen-vpnkit", ep, false, &mut cleanup)?,
+            ep.to_string(),
+        )),
         None => None,
     };
     let bess = match &cfg.listen_bess {
         Some(ep @ Endpoint::Unixpacket(p)) => {
-            let fd = bind_seqpacket(p)
-                .map_err(|e| format!("invalid value for -listen-bess: cannot listen on {ep}: {e}"))?;
+            let fd = bind_seqpacket(p).map_err(|e| {
+                format!("invalid value for -listen-bess: cannot listen on {ep}: {e}")
+            })?;
             cleanup.0.push(p.clone());
             Some((fd, ep.to_string()))
         }
@@ -110,8 +117,9 @@ fn run(cfg: &Config) -> Result<(), String> {
     };
     let vfkit = match &cfg.listen_vfkit {
         Some(ep @ Endpoint::Unixgram(p)) => {
-            let fd = bind_unixgram(p)
-                .map_err(|e| format!("invalid value for -listen-vfkit: cannot listen on {ep}: {e}"))?;
+            let fd = bind_unixgram(p).map_err(|e| {
+                format!("invalid value for -listen-vfkit: cannot listen on {ep}: {e}")
+            })?;
             cleanup.0.push(p.clone());
             Some((fd, ep.to_string()))
         }
@@ -134,8 +142,8 @@ fn run(cfg: &Config) -> Result<(), String> {
     let stop = Box::new(|| {
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGTERM);
     });
-    let (netloop, handle) =
-        netloop::NetLoop::new(gw, stop).map_err(|e| format!("cannot start the switch loop: {e}"))?;
+    let (netloop, handle) = netloop::NetLoop::new(gw, stop)
+        .map_err(|e| format!("cannot start the switch loop: {e}"))?;
     thread::Builder::new()
         .name("switch".into())
         .spawn(move || netloop.run())

@@ -228,10 +228,18 @@ impl NetLoop {
                 Interest::READABLE | Interest::WRITABLE,
             )
         } else {
-            reg.register(&mut SourceFd(&read_fd), read_token(port), Interest::READABLE)
-                .and_then(|()| {
-                    reg.register(&mut SourceFd(&write_fd), write_token(port), Interest::WRITABLE)
-                })
+            reg.register(
+                &mut SourceFd(&read_fd),
+                read_token(port),
+                Interest::READABLE,
+            )
+            .and_then(|()| {
+                reg.register(
+                    &mut SourceFd(&write_fd),
+                    write_token(port),
+                    Interest::WRITABLE,
+                )
+            })
         };
         if let Err(e) = res {
             warn!("{}: cannot watch the link: {e}", nl.name);
@@ -292,7 +300,9 @@ impl NetLoop {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return;
         };
-        let (decision, learned) = self.switch.process(port, eth.dst(), eth.src(), frame.len(), now);
+        let (decision, learned) = self
+            .switch
+            .process(port, eth.dst(), eth.src(), frame.len(), now);
         match learned {
             Learned::New => debug!("switch: {} learned on port {port}", eth.src()),
             Learned::Moved { from } => {

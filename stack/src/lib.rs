@@ -20,6 +20,7 @@
 pub mod batch;
 pub mod counters;
 pub mod gateway;
+pub mod tcp;
 pub mod wire;
 
 pub use batch::FrameBatch;

@@ -232,12 +232,15 @@ impl Switch {
 
     /// Sum over every open port.
     pub fn totals(&self) -> PortCounters {
-        self.ports.iter().flatten().fold(PortCounters::default(), |a, c| PortCounters {
-            rx_frames: a.rx_frames + c.rx_frames,
-            rx_bytes: a.rx_bytes + c.rx_bytes,
-            tx_frames: a.tx_frames + c.tx_frames,
-            tx_bytes: a.tx_bytes + c.tx_bytes,
-        })
+        self.ports
+            .iter()
+            .flatten()
+            .fold(PortCounters::default(), |a, c| PortCounters {
+                rx_frames: a.rx_frames + c.rx_frames,
+                rx_bytes: a.rx_bytes + c.rx_bytes,
+                tx_frames: a.tx_frames + c.tx_frames,
+                tx_bytes: a.tx_bytes + c.tx_bytes,
+            })
     }
 }
 
@@ -280,7 +283,10 @@ mod tests {
     #[test]
     fn floods_broadcast_multicast_and_unknown_unicast() {
         let (mut sw, now, _gw, p1, _p2) = setup();
-        assert_eq!(sw.process(p1, MacAddr::BROADCAST, A, 42, now).0, Decision::Flood);
+        assert_eq!(
+            sw.process(p1, MacAddr::BROADCAST, A, 42, now).0,
+            Decision::Flood
+        );
         assert_eq!(sw.process(p1, MCAST, A, 42, now).0, Decision::Flood);
         assert_eq!(sw.process(p1, B, A, 42, now).0, Decision::Flood);
     }
@@ -312,7 +318,10 @@ mod tests {
     fn moves_and_refuses_to_move_pinned() {
         let (mut sw, now, gw, p1, p2) = setup();
         sw.process(p1, GW, A, 42, now);
-        assert_eq!(sw.process(p2, GW, A, 42, now).1, Learned::Moved { from: p1 });
+        assert_eq!(
+            sw.process(p2, GW, A, 42, now).1,
+            Learned::Moved { from: p1 }
+        );
         assert_eq!(sw.process(p1, GW, GW, 42, now).1, Learned::Ignored);
         assert_eq!(sw.process(p2, GW, B, 42, now).0, Decision::Unicast(gw));
         assert_eq!(sw.process(p1, A, MCAST, 42, now).1, Learned::Ignored);
@@ -324,7 +333,10 @@ mod tests {
         sw.process(p1, GW, A, 100, now);
         sw.count_tx(p1, 60);
         let c = sw.counters(p1).unwrap();
-        assert_eq!((c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes), (1, 100, 1, 60));
+        assert_eq!(
+            (c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes),
+            (1, 100, 1, 60)
+        );
         assert_eq!(sw.totals().rx_bytes, 100);
     }
 }

@@ -106,7 +106,11 @@ pub fn bin_path(name: &str) -> PathBuf {
         "binary {} is missing: build it with `cargo build {}--workspace` \
          (the end-to-end tests drive the real binaries)",
         path.display(),
-        if profile_dir.ends_with("release") { "--release " } else { "" }
+        if profile_dir.ends_with("release") {
+            "--release "
+        } else {
+            ""
+        }
     );
     path
 }

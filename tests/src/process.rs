@@ -52,6 +52,7 @@ impl ChildGuard {
     }
 
     fn spawn_inner(name: &str, mut cmd: Command, dir: TempDir, log: PathBuf) -> ChildGuard {
+        become_subreaper();
         cmd.process_group(0);
         let child = cmd
             .spawn()
@@ -158,6 +159,7 @@ impl ChildGuard {
         if self.status.is_none() {
             self.status = self.child.wait().ok();
         }
+        reap_group(self.pgid);
     }
 
     fn check_alive(&mut self, waiting_for: &str) {
@@ -238,6 +240,57 @@ impl Drop for ChildGuard {
         }
         self.kill();
     }
+}
+
+/// Makes this process the reaper of its orphaned descendants (UML's helper
+/// processes outlive a SIGKILLed UML; this machine's pid 1 does not reap
+/// them), so `reap_group` can collect them.
+pub(crate) fn become_subreaper() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            eprintln!("prctl(PR_SET_CHILD_SUBREAPER): {e}");
+        }
+    });
+}
+
+/// Reaps the zombies of process group `pgid` that are our children (after
+/// the group was killed and its leader waited for). Bounded to about 1 s.
+pub(crate) fn reap_group(pgid: Pid) {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    let me = nix::unistd::getpid().as_raw();
+    for _ in 0..100 {
+        let mut ours_left = false;
+        for (pid, ppid, pgrp) in processes() {
+            if pgrp == pgid.as_raw() && ppid == me {
+                ours_left = true;
+                let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+            }
+        }
+        if !ours_left {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// (pid, ppid, pgrp) of every process, from /proc/*/stat.
+fn processes() -> Vec<(i32, i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // "pid (comm) state ppid pgrp ...": comm may hold spaces and ')'.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let mut f = rest.split_whitespace().skip(1);
+            let ppid = f.next()?.parse().ok()?;
+            let pgrp = f.next()?.parse().ok()?;
+            Some((pid, ppid, pgrp))
+        })
+        .collect()
 }
 
 fn wait_bool(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {

@@ -20,7 +20,13 @@ impl TempDir {
     pub fn new_in(base: &Path, label: &str) -> TempDir {
         let label: String = label
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(24)
             .collect();
         let path = base.join(format!(

@@ -57,13 +57,19 @@ fn netns_veth_tap_and_cleanup() {
     a.exec_ok(&["ping", "-c", "1", "-W", "5", "10.213.0.2"]);
     // ping sockets (unprivileged ICMP) are open inside every Netns.
     let range = a.exec_ok(&["cat", "/proc/sys/net/ipv4/ping_group_range"]);
-    assert_eq!(range.split_whitespace().collect::<Vec<_>>(), ["0", "2147483647"]);
+    assert_eq!(
+        range.split_whitespace().collect::<Vec<_>>(),
+        ["0", "2147483647"]
+    );
 
     a.add_tap("tap0", "5a:94:ef:e4:0c:ee", 9000);
     a.addr_add("tap0", "192.168.127.2/24");
     a.route_add_default("192.168.127.1");
     let link = a.ip(&["link", "show", "tap0"]);
-    assert!(link.contains("mtu 9000") && link.contains("5a:94:ef:e4:0c:ee"), "{link}");
+    assert!(
+        link.contains("mtu 9000") && link.contains("5a:94:ef:e4:0c:ee"),
+        "{link}"
+    );
 
     // std sockets inside the namespace.
     let local = b.run(|| {
@@ -126,7 +132,10 @@ fn ping_group_sysctl() {
     require_root();
     ensure_sysctl_ping_group();
     let v = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
-    assert_eq!(v.split_whitespace().collect::<Vec<_>>(), ["0", "2147483647"]);
+    assert_eq!(
+        v.split_whitespace().collect::<Vec<_>>(),
+        ["0", "2147483647"]
+    );
 }
 
 #[test]
@@ -134,5 +143,92 @@ fn workspace_binaries_are_found() {
     for name in ["gvproxy", "gvforwarder"] {
         let p = bin_path(name);
         assert!(p.is_file(), "{}", p.display());
+    }
+}
+
+/// The guest's NIC against a kernel peer (no gvproxy): a TAP device in a
+/// namespace, the VM started inside that namespace.
+fn tap_peer(prefix: &str) -> Netns {
+    let ns = Netns::new(prefix);
+    ns.add_tap("tap0", "5a:94:ef:e4:0c:dd", 1500);
+    ns.addr_add("tap0", "10.213.1.1/24");
+    ns
+}
+
+const TAP_SCRIPT: &str =
+    "ip addr add 10.213.1.2/24 dev $IFACE\nip link show $IFACE\nping -c 2 -W 5 10.213.1.1\n";
+
+#[test]
+fn uml_guest_nic_over_tap() {
+    require_root();
+    let ns = tap_peer("umltap");
+    let mut cfg = UmlConfig::new(
+        "vec0:transport=tap,ifname=tap0,mac=5a:94:ef:e4:0c:ee",
+        TAP_SCRIPT,
+    );
+    cfg.netns = Some(ns.name().to_string());
+    let r = Guest::start_uml(&cfg).wait(Duration::from_secs(60));
+    eprintln!("uml over tap: {:.1} s", r.elapsed.as_secs_f64());
+    r.assert_success();
+    let out = r.output();
+    assert!(
+        r.console.contains("GVTEST-BEGIN iface=vec0"),
+        "{}",
+        r.console
+    );
+    assert!(out.contains("5a:94:ef:e4:0c:ee"), "{out}");
+    assert!(out.contains("2 packets received"), "{out}");
+}
+
+#[test]
+fn qemu_guest_nic_over_tap() {
+    require_root();
+    let ns = tap_peer("qemutap");
+    let netdev = [
+        "-netdev".to_string(),
+        "tap,id=n0,ifname=tap0,script=no,downscript=no".to_string(),
+    ];
+    let mut cfg = QemuConfig::new(&netdev, "5a:94:ef:e4:0c:ee", TAP_SCRIPT);
+    cfg.netns = Some(ns.name().to_string());
+    let r = Guest::start_qemu(&cfg).wait(Duration::from_secs(180));
+    eprintln!("qemu over tap: {:.1} s", r.elapsed.as_secs_f64());
+    r.assert_success();
+    assert!(
+        r.console.contains("GVTEST-BEGIN iface=eth0"),
+        "{}",
+        r.console
+    );
+    assert!(r.output().contains("2 packets received"), "{}", r.output());
+}
+
+#[test]
+fn everything_cleans_up_when_a_test_panics() {
+    require_root();
+    let mut names = (String::new(), 0u32, 0u32);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let ns = Netns::new("panic");
+        let sleeper = ns.spawn(&["sleep", "1000"]);
+        let mut cmd = Command::new("sleep");
+        cmd.arg("1000");
+        let host_child = ChildGuard::spawn("sleep", cmd);
+        let mut guest = Guest::start_uml(&UmlConfig::new("", "echo up; sleep 1000"));
+        assert!(
+            guest.wait_for_console("up", Duration::from_secs(60)),
+            "{}",
+            guest.console()
+        );
+        names = (ns.name().to_string(), sleeper.id(), guest.pid());
+        let _ = &host_child;
+        panic!("deliberate failure");
+    }));
+    assert!(result.is_err());
+    let (ns, sleeper, guest) = names;
+    assert!(!ns.is_empty(), "the closure did not get far enough");
+    assert!(!run_ok(&["ip", "netns", "list"]).contains(&ns));
+    for pid in [sleeper, guest] {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} survived"
+        );
     }
 }

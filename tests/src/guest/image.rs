@@ -34,7 +34,7 @@ const TOOLS: &[(&str, &str, &str)] = &[
 ];
 
 /// Bump when the build recipe changes in a way the texts below do not show.
-const RECIPE_VERSION: u32 = 1;
+const RECIPE_VERSION: u32 = 2;
 
 /// The guest's `/init`. The kernel command line carries the test script as
 /// `gvtest=<base64>` (or `gvtestgz=<base64 of gzip>`); `gvnic=1` says a NIC
@@ -116,9 +116,10 @@ exit 0
 /// A built guest image: paths to the kernel and the initramfs.
 #[derive(Debug)]
 pub struct GuestImage {
-    /// Debian's `vmlinuz` (QEMU `-kernel`).
+    /// Debian's kernel as an uncompressed ELF `vmlinux` (QEMU `-kernel`,
+    /// booted through PVH).
     pub kernel: PathBuf,
-    /// gzip'd newc cpio (QEMU `-initrd`, UML `initrd=`).
+    /// Uncompressed newc cpio (QEMU `-initrd`, UML `initrd=`).
     pub initrd: PathBuf,
     /// `uname -r` of `kernel`.
     pub kernel_release: String,
@@ -149,8 +150,8 @@ impl GuestImage {
         let stamp_path = dir.join("stamp");
         let want = recipe_stamp();
         let image = GuestImage {
-            kernel: dir.join("vmlinuz"),
-            initrd: dir.join("initrd.gz"),
+            kernel: dir.join("vmlinux"),
+            initrd: dir.join("initrd.cpio"),
             kernel_release: String::new(),
         };
         if let Ok(stamp) = fs::read_to_string(&stamp_path) {
@@ -338,11 +339,8 @@ fn build(dir: &Path, kernel_out: &Path, initrd_out: &Path) -> String {
         };
         fs::write(&dst, bytes).expect("write module");
     }
-    fs::write(
-        root.join("lib/modules/load-order"),
-        order.join("\n") + "\n",
-    )
-    .expect("write load-order");
+    fs::write(root.join("lib/modules/load-order"), order.join("\n") + "\n")
+        .expect("write load-order");
     fs::write(
         root.join("lib/modules/kernel-release"),
         format!("{release}\n"),
@@ -363,18 +361,82 @@ fn build(dir: &Path, kernel_out: &Path, initrd_out: &Path) -> String {
     }
 
     // 5. Pack, then move into place.
-    let initrd_tmp = staging.join("initrd.gz");
+    let initrd_tmp = staging.join("initrd.cpio");
+    // Uncompressed: the kernel unpacks it faster than a gzip'd one (about
+    // 0.2 s less per QEMU boot), and QEMU and UML both take it.
     let pack = format!(
-        "cd '{}' && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -6 -n > '{}'",
+        "cd '{}' && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet > '{}'",
         path_str(&root),
         path_str(&initrd_tmp)
     );
     run_ok(&["bash", "-c", &format!("set -euo pipefail; {pack}")]);
-    fs::copy(&vmlinuz, staging.join("vmlinuz")).expect("copy vmlinuz");
-    fs::rename(staging.join("vmlinuz"), kernel_out).expect("move vmlinuz into place");
+    // QEMU boots an uncompressed ELF vmlinux through PVH, skipping the
+    // bzImage's real-mode setup and XZ decompression: measured 5.6 s -> 2.4 s
+    // per boot under TCG.
+    let vmlinux = extract_vmlinux(&vmlinuz).unwrap_or_else(|| {
+        panic!(
+            "cannot extract an ELF vmlinux from {} (no xz/zstd/gzip payload)",
+            vmlinuz.display()
+        )
+    });
+    fs::write(staging.join("vmlinux"), vmlinux).expect("write vmlinux");
+    fs::rename(staging.join("vmlinux"), kernel_out).expect("move vmlinux into place");
     fs::rename(&initrd_tmp, initrd_out).expect("move initrd into place");
     let _ = fs::remove_dir_all(&staging);
     release
+}
+
+/// The ELF image inside a bzImage: the first compressed payload (xz, zstd or
+/// gzip magic) that decompresses to an ELF file.
+fn extract_vmlinux(bzimage: &Path) -> Option<Vec<u8>> {
+    let bytes = fs::read(bzimage).ok()?;
+    let formats: [(&[u8], &str, &[&str]); 3] = [
+        (b"\xfd7zXZ\0", "xz", &["-dc", "--single-stream"]),
+        (b"\x28\xb5\x2f\xfd", "zstd", &["-dc"]),
+        (b"\x1f\x8b\x08", "gzip", &["-dc"]),
+    ];
+    for (magic, tool, args) in formats {
+        let offsets = bytes
+            .windows(magic.len())
+            .enumerate()
+            .filter(|(_, w)| *w == magic)
+            .map(|(i, _)| i);
+        for off in offsets.take(4) {
+            let out = pipe_through(tool, args, &bytes[off..]);
+            if out.starts_with(b"\x7fELF") {
+                return Some(out);
+            }
+        }
+    }
+    None
+}
+
+/// Output of `tool args` fed `input` (trailing garbage errors are ignored:
+/// the caller checks what came out).
+fn pipe_through(tool: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let Ok(mut child) = Command::new(tool)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return Vec::new();
+    };
+    let Some(mut stdin) = child.stdin.take() else {
+        return Vec::new();
+    };
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child
+        .wait_with_output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let _ = writer.join();
+    out
 }
 
 fn path_str(p: &Path) -> &str {

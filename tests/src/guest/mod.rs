@@ -98,6 +98,9 @@ pub struct QemuConfig {
     pub extra_args: Vec<String>,
     /// More kernel command line arguments.
     pub kernel_args: Vec<String>,
+    /// Run QEMU inside this network namespace (`ip netns exec`), e.g. to
+    /// use `-netdev tap` on a TAP device there.
+    pub netns: Option<String>,
 }
 
 impl QemuConfig {
@@ -111,6 +114,7 @@ impl QemuConfig {
             nic_options: Vec::new(),
             extra_args: Vec::new(),
             kernel_args: Vec::new(),
+            netns: None,
         }
     }
 }
@@ -125,6 +129,9 @@ pub struct UmlConfig {
     pub mem_mb: u32,
     /// More kernel command line arguments.
     pub kernel_args: Vec<String>,
+    /// Run `linux` inside this network namespace (`ip netns exec`), e.g. to
+    /// use `transport=tap` on a TAP device there.
+    pub netns: Option<String>,
 }
 
 impl UmlConfig {
@@ -134,6 +141,7 @@ impl UmlConfig {
             script: script.to_string(),
             mem_mb: 256,
             kernel_args: Vec::new(),
+            netns: None,
         }
     }
 }
@@ -211,6 +219,69 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
+/// How many guests run at once in this process (`GVTEST_MAX_GUESTS`,
+/// default: the number of CPUs). TCG guests are CPU-bound: more at once on
+/// 2 cores only makes every one of them slow enough to hit its timeout. A
+/// thread that already holds a slot starts more guests without waiting, so
+/// a test that needs two guests at once cannot deadlock against another.
+fn max_guests() -> usize {
+    std::env::var("GVTEST_MAX_GUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+static ACTIVE_GUESTS: Mutex<usize> = Mutex::new(0);
+static GUEST_FREED: std::sync::Condvar = std::sync::Condvar::new();
+thread_local! {
+    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[derive(Debug)]
+struct GuestSlot {
+    counted: bool,
+}
+
+impl GuestSlot {
+    fn acquire() -> GuestSlot {
+        let counted = HELD.with(|h| h.get()) == 0;
+        if counted {
+            let limit = max_guests();
+            let mut active = ACTIVE_GUESTS.lock().unwrap_or_else(|p| p.into_inner());
+            while *active >= limit {
+                active = GUEST_FREED.wait(active).unwrap_or_else(|p| p.into_inner());
+            }
+            *active += 1;
+        }
+        HELD.with(|h| h.set(h.get() + 1));
+        GuestSlot { counted }
+    }
+}
+
+impl Drop for GuestSlot {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
+        if self.counted {
+            let mut active = ACTIVE_GUESTS.lock().unwrap_or_else(|p| p.into_inner());
+            *active = active.saturating_sub(1);
+            GUEST_FREED.notify_all();
+        }
+    }
+}
+
+/// `prog`, or `ip netns exec NS prog` (which execs it: same pid).
+fn command_in(netns: Option<&str>, prog: &str) -> Command {
+    match netns {
+        None => Command::new(prog),
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, prog]);
+            cmd
+        }
+    }
+}
+
 /// A running guest. Drop kills its process group (QEMU, or UML and its
 /// helper processes) and prints the console's tail if the test is failing.
 #[derive(Debug)]
@@ -223,6 +294,7 @@ pub struct Guest {
     started: Instant,
     status: Option<ExitStatus>,
     dir: TempDir,
+    _slot: GuestSlot,
 }
 
 impl Guest {
@@ -242,7 +314,7 @@ impl Guest {
             nic.push(',');
             nic.push_str(o);
         }
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let mut cmd = command_in(cfg.netns.as_deref(), "qemu-system-x86_64");
         cmd.args(["-accel", "tcg", "-m"])
             .arg(format!("{}M", cfg.mem_mb))
             .arg("-smp")
@@ -288,7 +360,7 @@ impl Guest {
         }
         args.extend(cfg.kernel_args.iter().cloned());
         args.push(script_arg(&cfg.script));
-        let mut cmd = Command::new("linux");
+        let mut cmd = command_in(cfg.netns.as_deref(), "linux");
         cmd.args(&args)
             .env("TMPDIR", dir.path())
             .env("HOME", dir.path())
@@ -303,6 +375,8 @@ impl Guest {
             .stdout(Stdio::from(wr))
             .stderr(Stdio::from(wr2))
             .process_group(0);
+        crate::process::become_subreaper();
+        let slot = GuestSlot::acquire();
         let started = Instant::now();
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot start {name} ({cmd:?}): {e} (is the package installed?)")
@@ -341,6 +415,7 @@ impl Guest {
             started,
             status: None,
             dir,
+            _slot: slot,
         }
     }
 
@@ -393,6 +468,7 @@ impl Guest {
         if self.status.is_none() {
             self.status = self.child.wait().ok();
         }
+        crate::process::reap_group(self.pgid);
     }
 
     /// Waits for the guest to power off (killing it at `timeout`) and
@@ -438,7 +514,6 @@ impl Drop for Guest {
         self.kill();
     }
 }
-
 
 #[cfg(test)]
 mod unit {

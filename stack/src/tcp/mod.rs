@@ -1,0 +1,258 @@
+//! The guest-side TCP engine: one [`Tcb`] per connection between the guest's kernel and us.
+//!
+//! # Theory of Operation
+//!
+//! The guest's Linux kernel is our peer. For a connection the guest opens (passive open on
+//! our side) we stand in for the remote host: the guest's SYN creates a `Tcb` in
+//! `AwaitingHost` ([`Tcb::accept_syn`]) and nothing is answered until the shard's host
+//! `connect()` finishes: [`Tcb::host_connected`] sends the SYN-ACK, [`Tcb::host_refused`] a
+//! RST, so the guest sees exactly what a real network would show. For port forwards we open
+//! the connection into the guest ([`Tcb::connect`], active open). The other end of every
+//! connection is a host kernel socket that the shard owns; this module never touches it.
+//!
+//! ```text
+//!             guest segments                               host socket (shard)
+//!  on_segment ──> seq check/PAWS ─> RST/SYN ─> ACK ─> text ──> recv ring ──> host_data()/host_wrote()
+//!                                              │                (window = its free room)
+//!                                              v
+//!                                    snd_una advances, SACK scoreboard,
+//!                                    RTT sample, cwnd, dup ACKs, recovery
+//!  poll_output <── retransmit holes / new data / FIN / ACK <── send ring <── send_spare()/host_read()
+//!  on_timer: RTO (backoff), zero-window probe, delayed ACK, TIME-WAIT
+//! ```
+//!
+//! Both directions are byte rings that are allocated lazily and grow (by doubling) up to the
+//! configured bound, so an idle connection costs little and no segment allocates:
+//!
+//! * **Receive** (guest → host): in-order guest payload is copied once into the receive
+//!   ring; out-of-order payload is copied once into the same ring at its offset beyond the
+//!   in-order tail, and [`reassembly`] only tracks which ranges are present. When a gap
+//!   fills, the ring's length simply advances. The window we advertise is the ring's free
+//!   room (bytes not yet written to the host), so a slow host socket closes the guest's
+//!   window instead of making it retransmit. We acknowledge everything in order that we
+//!   hold (ACK = RCV.NXT): the ring *is* the receive buffer.
+//! * **Send** (host → guest): the shard reads the host socket straight into the send ring's
+//!   spare space ([`Tcb::send_spare`], [`Tcb::host_read`]); segments are emitted from the
+//!   ring's two halves without copying ([`SegmentSink::emit`]). The ring starts at SND.UNA
+//!   and holds unacknowledged and unsent bytes; the FIN, once queued, sits right after them
+//!   in sequence space.
+//!
+//! Loss recovery follows RFC 6675 on a byte-range scoreboard: SACKed ranges above SND.UNA
+//! (`send::Scoreboard`), a "lost" boundary (everything unSACKed below it is presumed lost:
+//! the IsLost rule, the first segment on three duplicate ACKs, all of it after an RTO), and
+//! HighRxt, the end of what was retransmitted. `poll_output` first retransmits lost holes,
+//! then sends new data within min(SND.WND, cwnd - pipe), then the FIN. In the common
+//! in-order case the scoreboard and the reassembly list are empty and every step is O(1).
+//!
+//! Acknowledgments are batched: `on_segment` only notes that an ACK is due (every second
+//! full-sized segment, out-of-order data, a FIN, the first segments of a connection) and
+//! `poll_output` sends it once per shard turn, after the shard wrote to the host, so the ACK
+//! carries a fresh window. Otherwise the delayed-ACK timer sends it.
+//!
+//! Time is a parameter (`now`), never read here. TSval is milliseconds since the Tcb was
+//! created plus a per-connection offset.
+
+pub mod isn;
+mod reassembly;
+mod recv;
+mod ring;
+mod rtt;
+mod send;
+mod state;
+mod timer;
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+pub use crate::wire::tcp::{
+    SackBlock, SackBlocks, SeqNumber, TcpFlags, TcpPacket, TcpRepr, TcpTimestamps,
+};
+pub use isn::isn;
+pub use state::{reset_for_unknown, Tcb};
+
+/// Connection parameters, shared by all connections of a shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// Largest segment we send = min(this, the guest's MSS option); also the MSS we
+    /// advertise. Set from the link MTU - 40.
+    pub mss: u16,
+    /// Guest→host bytes held while the host socket cannot take them (bounds our receive
+    /// window).
+    pub recv_buf: usize,
+    /// Host→guest bytes held until the guest acknowledges them (bounds what we read from
+    /// the host).
+    pub send_buf: usize,
+    /// Out-of-order guest bytes held for reassembly (bounded; beyond it segments are
+    /// dropped).
+    pub ooo_buf: usize,
+    /// Floor of the retransmission timeout. RFC 6298 §2.4 says 1 s, which dates from coarse
+    /// clocks; like Linux we use 200 ms: the guest link is a local socket whose RTT is
+    /// microseconds, and a 1 s floor would make every tail loss stall the connection.
+    pub rto_min: Duration,
+    /// Ceiling of the retransmission timeout (RFC 6298 §2.5 allows >= 60 s).
+    pub rto_max: Duration,
+    /// RTO before the first RTT sample (RFC 6298 §2.1: 1 s).
+    pub rto_initial: Duration,
+    /// Consecutive RTO expiries without any acknowledgment from the guest before we give
+    /// up and reset the connection.
+    pub max_retries: u32,
+    /// SYN (active open) and SYN-ACK (passive open) retransmissions before giving up.
+    pub syn_retries: u32,
+    /// How long a connection we closed first lingers in TIME-WAIT to re-acknowledge a
+    /// retransmitted FIN (the guest link cannot hold old segments for long, so 2 s is
+    /// plenty).
+    pub time_wait: Duration,
+    /// Longest we delay an ACK (RFC 9293 §3.8.6.3: < 0.5 s; Linux: 40 ms). Zero disables
+    /// delayed ACKs.
+    pub delayed_ack: Duration,
+}
+
+impl Default for TcpConfig {
+    fn default() -> TcpConfig {
+        TcpConfig {
+            mss: 1460,
+            recv_buf: 4 << 20,
+            send_buf: 4 << 20,
+            ooo_buf: 1 << 20,
+            rto_min: Duration::from_millis(200),
+            rto_max: Duration::from_secs(60),
+            rto_initial: Duration::from_secs(1),
+            max_retries: 15,
+            syn_retries: 6,
+            time_wait: Duration::from_secs(2),
+            delayed_ack: Duration::from_millis(40),
+        }
+    }
+}
+
+/// RFC 9293 state names. `AwaitingHost` is ours: a guest SYN was received and the host
+/// `connect()` is in progress, nothing has been sent to the guest yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    AwaitingHost,
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    CloseWait,
+    Closing,
+    LastAck,
+    TimeWait,
+    Closed,
+}
+
+/// The addresses of a connection, from the guest's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoints {
+    pub guest: SocketAddrV4,
+    pub remote: SocketAddrV4,
+}
+
+/// Where segments go: the shard builds Ethernet + IPv4 around them.
+pub trait SegmentSink {
+    /// `repr` has ports/seq/ack/flags/window/options set; `payload` is up to two slices
+    /// (a ring buffer's two halves) whose total length is the segment's data length.
+    fn emit(&mut self, repr: &TcpRepr, payload: [&[u8]; 2]);
+}
+
+/// What the shard must do after an input, besides emitting segments.
+///
+/// `host_shutdown` and `host_close` are reported exactly once per connection;
+/// `host_write` and `want_host_read` are edges (something changed in this call).
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Effects {
+    /// New in-order guest data arrived: write `host_data()` to the host socket and report
+    /// with `host_wrote()`. (If the socket is full, keep write interest and retry when it
+    /// is writable; this flag does not repeat for data already announced.)
+    pub host_write: bool,
+    /// The guest's FIN was reached and every byte before it was written to the host:
+    /// `shutdown(SHUT_WR)` the host socket.
+    pub host_shutdown: bool,
+    /// The connection is over (RST either way, retries exhausted, or both FINs exchanged
+    /// and all guest data written): close the host socket. Not reported for
+    /// `host_reset`/`host_refused`, which the shard itself initiated.
+    pub host_close: bool,
+    /// Room appeared for host data after `send_room()` had been 0: resume reading the host
+    /// socket.
+    pub want_host_read: bool,
+}
+
+impl Effects {
+    /// Both sets of flags.
+    pub fn merge(self, other: Effects) -> Effects {
+        Effects {
+            host_write: self.host_write || other.host_write,
+            host_shutdown: self.host_shutdown || other.host_shutdown,
+            host_close: self.host_close || other.host_close,
+            want_host_read: self.want_host_read || other.want_host_read,
+        }
+    }
+}
+
+/// Per-connection counters (summed by the shard into /stats).
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcbStats {
+    pub segments_in: u64,
+    pub segments_out: u64,
+    /// Guest payload bytes accepted in order.
+    pub bytes_in: u64,
+    /// New host→guest payload bytes sent (retransmissions not counted).
+    pub bytes_out: u64,
+    /// Segments retransmitted (RTO, fast retransmit and SACK recovery, SYN, FIN).
+    pub retransmits: u64,
+    pub retransmitted_bytes: u64,
+    /// Fast recovery episodes entered (three duplicate ACKs or SACK evidence).
+    pub fast_retransmits: u64,
+    pub rto_expiries: u64,
+    pub dup_acks: u64,
+    /// Segments stored out of order.
+    pub ooo_segments: u64,
+    /// Out-of-order segments dropped because `ooo_buf` or the range list was full.
+    pub ooo_dropped: u64,
+    /// Segments failing the sequence test (answered with an ACK unless RST).
+    pub unacceptable: u64,
+    pub challenge_acks: u64,
+    pub paws_rejected: u64,
+    /// Zero-window probes sent.
+    pub window_probes: u64,
+    pub resets_in: u64,
+    pub resets_out: u64,
+}
+
+/// A snapshot of the connection variables (RFC 9293 names), for tests and debugging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcbVars {
+    pub state: State,
+    pub iss: SeqNumber,
+    pub snd_una: SeqNumber,
+    pub snd_nxt: SeqNumber,
+    /// Scaled.
+    pub snd_wnd: u32,
+    pub snd_wl1: SeqNumber,
+    pub snd_wl2: SeqNumber,
+    pub snd_shift: u8,
+    /// Largest payload we put in a segment before options: min(guest MSS, cfg.mss).
+    pub snd_mss: u16,
+    pub irs: SeqNumber,
+    pub rcv_nxt: SeqNumber,
+    /// What is left of the window we advertised (right edge - RCV.NXT).
+    pub rcv_wnd: u32,
+    pub rcv_shift: u8,
+    pub cwnd: u32,
+    pub ssthresh: u32,
+    pub srtt: Option<Duration>,
+    pub rto: Duration,
+    pub in_recovery: bool,
+    pub sack_ok: bool,
+    pub ts_ok: bool,
+    pub ts_recent: u32,
+    /// Host→guest bytes held (unacknowledged + unsent).
+    pub send_buffered: usize,
+    /// Guest→host bytes held in order, not yet written to the host.
+    pub recv_buffered: usize,
+    /// Out-of-order guest bytes held.
+    pub ooo_bytes: usize,
+    /// SACKed bytes on the scoreboard.
+    pub sacked_bytes: u32,
+}

@@ -1,0 +1,1563 @@
+//! The connection (transmission control block) and RFC 9293 §3.10 event processing.
+
+use std::time::{Duration, Instant};
+
+use super::recv::{select_window, window_shift_for, Placed, RecvBuffer, WindowInputs};
+use super::ring::Ring;
+use super::rtt::RttEstimator;
+use super::send::{Congestion, Recovery, Scoreboard, DUP_THRESH};
+use super::timer::{expired, Timers};
+use super::{
+    Effects, Endpoints, SegmentSink, SeqNumber, State, TcbStats, TcbVars, TcpConfig, TcpFlags,
+    TcpRepr, TcpTimestamps,
+};
+
+/// RFC 9293 §3.7.1: without an MSS option, assume 536.
+const DEFAULT_MSS: u16 = 536;
+/// Smaller MSS options are raised to this (Linux's TCP_MIN_MSS), so that options always
+/// leave room for data.
+const MIN_MSS: u16 = 88;
+/// Bytes of the timestamps option as laid out on data segments (NOP NOP TS).
+const TS_OPTION_LEN: usize = 12;
+/// Fixed TCP header.
+const HEADER_LEN: usize = 20;
+/// `send_room` lets this much be buffered even when the guest's window is small or closed,
+/// so that there is something to probe with and to send the moment it opens.
+const READ_FLOOR: usize = 64 * 1024;
+/// Data segments acknowledged without delay at the start of a connection (Linux's
+/// quick-ACK mode), so that the guest's slow start is not held back by delayed ACKs.
+const QUICK_ACKS: u32 = 16;
+/// RFC 7323 §5.5: TS.Recent is invalid after 24 days of idleness.
+const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
+/// Bound for a timer deadline that would overflow `Instant`.
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn at(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
+/// `b - a` in bytes, 0 when `b` is not after `a`.
+fn span(a: SeqNumber, b: SeqNumber) -> u32 {
+    u32::try_from(b.diff(a).max(0)).unwrap_or(0)
+}
+
+fn span_usize(a: SeqNumber, b: SeqNumber) -> usize {
+    usize::try_from(span(a, b)).unwrap_or(0)
+}
+
+fn seq_add(s: SeqNumber, n: usize) -> SeqNumber {
+    s + u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// RFC 7323 §5.2: timestamps compare in modulo-2^32 arithmetic.
+fn ts_before(a: u32, b: u32) -> bool {
+    SeqNumber(a).diff(SeqNumber(b)) < 0
+}
+
+/// One connection between the guest and us.
+pub struct Tcb {
+    ep: Endpoints,
+    cfg: TcpConfig,
+    state: State,
+    /// Origin of our TSval clock.
+    epoch: Instant,
+
+    // RFC 9293 §3.3.1 send sequence variables.
+    iss: SeqNumber,
+    snd_una: SeqNumber,
+    /// The next new sequence number to send (the highest sent so far; retransmissions of
+    /// holes do not move it).
+    snd_nxt: SeqNumber,
+    /// The guest's window, scaled.
+    snd_wnd: u32,
+    snd_wl1: SeqNumber,
+    snd_wl2: SeqNumber,
+    max_snd_wnd: u32,
+    /// RFC 7323: the guest's window scale (0 when not negotiated).
+    snd_shift: u8,
+    /// Largest segment we send, options included: min(guest MSS, cfg.mss).
+    snd_mss: u16,
+    /// Sequence number of the send ring's first byte (SND.UNA once the SYN is acked).
+    snd_buf_seq: SeqNumber,
+    send: Ring,
+    /// The host reached EOF: a FIN follows the data.
+    fin_queued: bool,
+    fin_sent: bool,
+    fin_acked: bool,
+    sb: Scoreboard,
+    cc: Congestion,
+    rtt: RttEstimator,
+    /// Karn's algorithm without timestamps: the sequence number that, once acknowledged,
+    /// completes a measurement, and when it was sent.
+    rtt_probe: Option<(SeqNumber, Instant)>,
+    syn_sent_at: Instant,
+    syn_retransmitted: bool,
+    /// Consecutive retransmission timeouts (or SYN retransmissions) with no
+    /// acknowledgment from the guest in between.
+    retries: u32,
+    /// A zero-window probe is outstanding.
+    probing: bool,
+
+    // RFC 9293 §3.3.1 receive sequence variables.
+    irs: SeqNumber,
+    rcv_nxt: SeqNumber,
+    /// Right edge of the window we advertised (RCV.NXT + RCV.WND as last sent).
+    rcv_adv: SeqNumber,
+    /// Our window scale (0 when not negotiated).
+    rcv_shift: u8,
+    /// The shift we offered in our SYN (sizes the ring's slack).
+    rcv_shift_offered: u8,
+    recv: RecvBuffer,
+    /// Sequence number of the guest's FIN once seen (possibly ahead of a gap).
+    rcv_fin: Option<SeqNumber>,
+    fin_received: bool,
+    last_ack_sent: SeqNumber,
+    /// Largest guest payload seen: "full-sized" for the ACK-every-second-segment rule.
+    rcv_mss: usize,
+    quick_acks: u32,
+    ack_now: bool,
+    /// The window in our SYN or SYN-ACK (never scaled, RFC 7323 §2.2).
+    syn_window: u16,
+
+    // Options (RFC 7323, RFC 2018).
+    ws_ok: bool,
+    sack_ok: bool,
+    ts_ok: bool,
+    ts_recent: u32,
+    ts_recent_at: Instant,
+    ts_offset: u32,
+
+    timers: Timers,
+
+    // Host side bookkeeping.
+    read_paused: bool,
+    shutdown_reported: bool,
+    close_reported: bool,
+    aborted: bool,
+
+    stats: TcbStats,
+}
+
+/// RFC 9293 §3.10.7.1: the reply to a segment for which no connection exists (never to an
+/// RST): `<SEQ=SEG.ACK><CTL=RST>` when it carried an ACK, else
+/// `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`.
+pub fn reset_for_unknown(seg: &TcpRepr, payload_len: usize) -> Option<TcpRepr> {
+    if seg.flags.contains(TcpFlags::RST) {
+        return None;
+    }
+    let mut r = TcpRepr {
+        src_port: seg.dst_port,
+        dst_port: seg.src_port,
+        ..TcpRepr::default()
+    };
+    if seg.flags.contains(TcpFlags::ACK) {
+        r.seq = seg.ack;
+        r.flags = TcpFlags::RST;
+    } else {
+        let len = payload_len
+            + usize::from(seg.flags.contains(TcpFlags::SYN))
+            + usize::from(seg.flags.contains(TcpFlags::FIN));
+        r.ack = seq_add(seg.seq, len);
+        r.flags = TcpFlags::RST | TcpFlags::ACK;
+    }
+    Some(r)
+}
+
+impl Tcb {
+    fn new(ep: Endpoints, iss: SeqNumber, cfg: &TcpConfig, now: Instant, state: State) -> Tcb {
+        let cfg_mss = cfg.mss.max(MIN_MSS);
+        let shift = window_shift_for(cfg.recv_buf);
+        let syn_window = u16::try_from(cfg.recv_buf.min(65_535)).unwrap_or(u16::MAX);
+        Tcb {
+            ep,
+            cfg: cfg.clone(),
+            state,
+            epoch: now,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_wnd: 0,
+            snd_wl1: SeqNumber(0),
+            snd_wl2: iss,
+            max_snd_wnd: 0,
+            snd_shift: 0,
+            snd_mss: DEFAULT_MSS.min(cfg_mss),
+            snd_buf_seq: iss + 1,
+            send: Ring::new(cfg.send_buf),
+            fin_queued: false,
+            fin_sent: false,
+            fin_acked: false,
+            sb: Scoreboard::default(),
+            cc: Congestion::new(u32::from(DEFAULT_MSS), iss),
+            rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
+            rtt_probe: None,
+            syn_sent_at: now,
+            syn_retransmitted: false,
+            retries: 0,
+            probing: false,
+            irs: SeqNumber(0),
+            rcv_nxt: SeqNumber(0),
+            rcv_adv: SeqNumber(0),
+            rcv_shift: shift,
+            rcv_shift_offered: shift,
+            recv: RecvBuffer::new(cfg.recv_buf, cfg.ooo_buf, 1 << shift),
+            rcv_fin: None,
+            fin_received: false,
+            last_ack_sent: SeqNumber(0),
+            rcv_mss: usize::from(DEFAULT_MSS.min(cfg_mss)),
+            quick_acks: 0,
+            ack_now: false,
+            syn_window,
+            ws_ok: false,
+            sack_ok: false,
+            ts_ok: false,
+            ts_recent: 0,
+            ts_recent_at: now,
+            // RFC 7323 §5.4 suggests a per-connection offset; the ISN is already a keyed
+            // hash of the 4-tuple.
+            ts_offset: iss.0.rotate_left(16),
+            timers: Timers::default(),
+            read_paused: true,
+            shutdown_reported: false,
+            close_reported: false,
+            aborted: false,
+            stats: TcbStats::default(),
+        }
+    }
+
+    /// Our MSS (advertised, and the cap of what we send).
+    fn cfg_mss(&self) -> u16 {
+        self.cfg.mss.max(MIN_MSS)
+    }
+
+    /// The guest's MSS option, sanitized: absent or zero means 536 (RFC 9293 §3.7.1).
+    fn take_peer_mss(&mut self, mss: Option<u16>) {
+        let m = match mss {
+            None | Some(0) => DEFAULT_MSS,
+            Some(m) => m.max(MIN_MSS),
+        };
+        self.snd_mss = m.min(self.cfg_mss());
+        self.cc
+            .reset_initial(u32::from(self.payload_mss_base()), self.snd_una);
+    }
+
+    /// Payload of a full segment with only the timestamps option.
+    fn payload_mss_base(&self) -> u16 {
+        let ts = if self.ts_ok { 12 } else { 0 };
+        self.snd_mss.saturating_sub(ts).max(1)
+    }
+
+    fn mss32(&self) -> u32 {
+        u32::from(self.payload_mss_base())
+    }
+
+    /// A guest SYN to `ep.remote` (passive open). `None` unless it is a SYN without
+    /// ACK/RST/FIN. Records the guest's ISN, MSS, window scale, SACK-permitted and
+    /// timestamps; state `AwaitingHost`: nothing is sent until [`host_connected`].
+    ///
+    /// [`host_connected`]: Tcb::host_connected
+    pub fn accept_syn(
+        ep: Endpoints,
+        syn: &TcpRepr,
+        iss: SeqNumber,
+        cfg: &TcpConfig,
+        now: Instant,
+    ) -> Option<Tcb> {
+        if !syn.flags.contains(TcpFlags::SYN)
+            || syn
+                .flags
+                .intersects(TcpFlags::ACK | TcpFlags::RST | TcpFlags::FIN)
+        {
+            return None;
+        }
+        let mut t = Tcb::new(ep, iss, cfg, now, State::AwaitingHost);
+        t.irs = syn.seq;
+        t.rcv_nxt = syn.seq + 1;
+        t.rcv_adv = t.rcv_nxt;
+        t.last_ack_sent = t.rcv_nxt;
+        t.take_options(syn, now);
+        // RFC 7323 §2.2: the window field of a SYN is never scaled.
+        t.snd_wnd = u32::from(syn.window);
+        t.max_snd_wnd = t.snd_wnd;
+        t.snd_wl1 = syn.seq;
+        Some(t)
+    }
+
+    /// Options of the guest's SYN or SYN-ACK.
+    fn take_options(&mut self, syn: &TcpRepr, now: Instant) {
+        // RFC 7323 §2.3: window scaling only if both sides sent the option; a shift above
+        // 14 is used as 14.
+        self.ws_ok = syn.window_scale.is_some();
+        match syn.window_scale {
+            Some(s) => self.snd_shift = s.min(14),
+            None => {
+                self.snd_shift = 0;
+                self.rcv_shift = 0;
+            }
+        }
+        self.sack_ok = syn.sack_permitted;
+        if let Some(ts) = syn.timestamps {
+            self.ts_ok = true;
+            self.ts_recent = ts.tsval;
+            self.ts_recent_at = now;
+        }
+        self.take_peer_mss(syn.mss);
+    }
+
+    /// The host connect() succeeded: send SYN-ACK (MSS, and WS, SACK-permitted, TS as the
+    /// guest offered), state `SynReceived`.
+    pub fn host_connected(&mut self, now: Instant, out: &mut dyn SegmentSink) {
+        if self.state != State::AwaitingHost {
+            return;
+        }
+        self.state = State::SynReceived;
+        self.snd_nxt = self.iss + 1;
+        self.syn_sent_at = now;
+        self.send_syn(now, out);
+        self.timers.rtx = Some(at(now, self.rtt.rto()));
+    }
+
+    /// The host connect() failed: RST+ACK to the guest (connection refused), state `Closed`.
+    pub fn host_refused(&mut self, out: &mut dyn SegmentSink) {
+        if self.state == State::AwaitingHost || self.state == State::SynReceived {
+            let r = TcpRepr {
+                src_port: self.ep.remote.port(),
+                dst_port: self.ep.guest.port(),
+                seq: if self.state == State::SynReceived {
+                    self.snd_nxt
+                } else {
+                    SeqNumber(0)
+                },
+                ack: self.rcv_nxt,
+                flags: TcpFlags::RST | TcpFlags::ACK,
+                ..TcpRepr::default()
+            };
+            self.stats.resets_out += 1;
+            self.emit(out, &r);
+        }
+        self.close_by_host();
+    }
+
+    /// Active open into the guest (port forwarding): send SYN, state `SynSent`.
+    pub fn connect(
+        ep: Endpoints,
+        iss: SeqNumber,
+        cfg: &TcpConfig,
+        now: Instant,
+        out: &mut dyn SegmentSink,
+    ) -> Tcb {
+        let mut t = Tcb::new(ep, iss, cfg, now, State::SynSent);
+        t.snd_nxt = iss + 1;
+        t.send_syn(now, out);
+        t.timers.rtx = Some(at(now, t.rtt.rto()));
+        t
+    }
+
+    /// SYN (SynSent) or SYN-ACK (SynReceived), first transmission or retransmission.
+    fn send_syn(&mut self, now: Instant, out: &mut dyn SegmentSink) {
+        let passive = self.state == State::SynReceived;
+        let mut r = TcpRepr {
+            src_port: self.ep.remote.port(),
+            dst_port: self.ep.guest.port(),
+            seq: self.iss,
+            flags: TcpFlags::SYN,
+            window: self.syn_window,
+            mss: Some(self.cfg_mss()),
+            ..TcpRepr::default()
+        };
+        if passive {
+            r.flags |= TcpFlags::ACK;
+            r.ack = self.rcv_nxt;
+            // Offer back only what the guest offered (RFC 7323 §1.3, RFC 2018 §2).
+            r.window_scale = self.ws_ok.then_some(self.rcv_shift);
+            r.sack_permitted = self.sack_ok;
+            if self.ts_ok {
+                r.timestamps = Some(TcpTimestamps {
+                    tsval: self.ts_val(now),
+                    tsecr: self.ts_recent,
+                });
+            }
+            self.rcv_adv = self.rcv_nxt + u32::from(self.syn_window);
+            self.last_ack_sent = self.rcv_nxt;
+        } else {
+            r.window_scale = Some(self.rcv_shift_offered);
+            r.sack_permitted = true;
+            r.timestamps = Some(TcpTimestamps {
+                tsval: self.ts_val(now),
+                tsecr: 0,
+            });
+        }
+        self.emit(out, &r);
+    }
+
+    fn ts_val(&self, now: Instant) -> u32 {
+        let ms = now.saturating_duration_since(self.epoch).as_millis();
+        // The TSval clock wraps modulo 2^32 by design (RFC 7323 §5.4).
+        u32::try_from(ms & 0xffff_ffff)
+            .unwrap_or(0)
+            .wrapping_add(self.ts_offset)
+    }
+
+    fn emit(&mut self, out: &mut dyn SegmentSink, r: &TcpRepr) {
+        self.stats.segments_out += 1;
+        out.emit(r, [&[], &[]]);
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn endpoints(&self) -> Endpoints {
+        self.ep
+    }
+
+    /// True once the connection can be forgotten: `Closed` (TIME-WAIT over, or reset) and
+    /// the host was told (`host_close`), so no guest data is left unwritten.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed && self.close_reported
+    }
+
+    pub fn stats(&self) -> TcbStats {
+        self.stats
+    }
+
+    /// A new guest SYN for this 4-tuple may replace this connection (RFC 1122 §4.2.2.13:
+    /// in TIME-WAIT, when its sequence number is above RCV.NXT), or the connection is over.
+    pub fn reusable_by(&self, syn: &TcpRepr) -> bool {
+        match self.state {
+            State::Closed => true,
+            State::TimeWait => {
+                syn.flags.contains(TcpFlags::SYN)
+                    && !syn.flags.contains(TcpFlags::ACK)
+                    && syn.seq > self.rcv_nxt
+            }
+            _ => false,
+        }
+    }
+
+    pub fn vars(&self) -> TcbVars {
+        TcbVars {
+            state: self.state,
+            iss: self.iss,
+            snd_una: self.snd_una,
+            snd_nxt: self.snd_nxt,
+            snd_wnd: self.snd_wnd,
+            snd_wl1: self.snd_wl1,
+            snd_wl2: self.snd_wl2,
+            snd_shift: self.snd_shift,
+            snd_mss: self.snd_mss,
+            irs: self.irs,
+            rcv_nxt: self.rcv_nxt,
+            rcv_wnd: span(self.rcv_nxt, self.rcv_adv),
+            rcv_shift: self.rcv_shift,
+            cwnd: self.cc.cwnd,
+            ssthresh: self.cc.ssthresh,
+            srtt: self.rtt.srtt(),
+            rto: self.rtt.rto(),
+            in_recovery: self.cc.recovery != Recovery::Open,
+            sack_ok: self.sack_ok,
+            ts_ok: self.ts_ok,
+            ts_recent: self.ts_recent,
+            send_buffered: self.send.len(),
+            recv_buffered: self.recv.ring.len(),
+            ooo_bytes: self.recv.ooo.bytes(),
+            sacked_bytes: self.sb.sacked_bytes(),
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Guest segments.
+
+    /// One segment from the guest for this connection (already checksum-verified).
+    /// RFC 9293 §3.10.7 with RFC 5961 (RST and SYN validation, ACK range), RFC 7323 (PAWS,
+    /// TS.Recent) and RFC 2018 (SACK blocks to the scoreboard). Immediate replies (ACKs to
+    /// unacceptable segments, challenge ACKs, RSTs) are emitted here; ACKs for data, new
+    /// data and retransmissions go out from [`poll_output`](Tcb::poll_output).
+    pub fn on_segment(
+        &mut self,
+        seg: &TcpRepr,
+        payload: &[u8],
+        now: Instant,
+        out: &mut dyn SegmentSink,
+    ) -> Effects {
+        self.stats.segments_in += 1;
+        let mut eff = Effects::default();
+        match self.state {
+            State::Closed => {}
+            State::AwaitingHost => self.on_segment_awaiting_host(seg),
+            State::SynSent => self.on_segment_syn_sent(seg, payload, now, out, &mut eff),
+            _ => self.on_segment_synchronized(seg, payload, now, out, &mut eff),
+        }
+        self.finish(eff)
+    }
+
+    /// Nothing was sent to the guest yet: only its RST (it gave up) matters.
+    fn on_segment_awaiting_host(&mut self, seg: &TcpRepr) {
+        if seg.flags.contains(TcpFlags::RST) && seg.seq == self.rcv_nxt {
+            self.stats.resets_in += 1;
+            self.abort();
+        }
+        // A retransmitted SYN is answered once the host connected; anything else cannot be
+        // valid yet.
+    }
+
+    /// RFC 9293 §3.10.7.3, SYN-SENT.
+    fn on_segment_syn_sent(
+        &mut self,
+        seg: &TcpRepr,
+        payload: &[u8],
+        now: Instant,
+        out: &mut dyn SegmentSink,
+        eff: &mut Effects,
+    ) {
+        let f = seg.flags;
+        let has_ack = f.contains(TcpFlags::ACK);
+        // First, check the ACK bit: "If SEG.ACK =< ISS or SEG.ACK > SND.NXT, send a reset
+        // (unless the RST bit is set, if so drop the segment and return)".
+        if has_ack && (seg.ack <= self.iss || seg.ack > self.snd_nxt) {
+            if !f.contains(TcpFlags::RST) {
+                self.send_rst(seg.ack, None, out);
+            }
+            return;
+        }
+        // Second, the RST bit: acceptable only with an acceptable ACK (RFC 5961 §3.2).
+        if f.contains(TcpFlags::RST) {
+            if has_ack {
+                self.stats.resets_in += 1;
+                self.abort();
+            }
+            return;
+        }
+        // Fourth, the SYN bit.
+        if !f.contains(TcpFlags::SYN) {
+            return;
+        }
+        self.irs = seg.seq;
+        self.rcv_nxt = seg.seq + 1;
+        self.last_ack_sent = self.rcv_nxt;
+        self.take_options(seg, now);
+        self.rcv_adv = self.rcv_nxt + u32::from(self.syn_window);
+        if !has_ack {
+            // Simultaneous open: SYN-RECEIVED, SYN-ACK with the options we offered.
+            self.state = State::SynReceived;
+            self.snd_wnd = u32::from(seg.window);
+            self.max_snd_wnd = self.snd_wnd;
+            self.snd_wl1 = seg.seq;
+            self.send_syn(now, out);
+            return;
+        }
+        // "If SND.UNA > ISS (our SYN has been ACKed), change the connection state to
+        // ESTABLISHED, form an ACK segment and send it" (from poll_output, with any data).
+        self.snd_una = seg.ack;
+        self.snd_wnd = u32::from(seg.window);
+        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wl1 = seg.seq;
+        self.snd_wl2 = seg.ack;
+        let tsecr = seg.timestamps.map(|ts| ts.tsecr);
+        self.established(now, tsecr);
+        self.schedule_ack_now(now);
+        // Data or FIN in the SYN-ACK: "Continue processing at the sixth step".
+        if !payload.is_empty() || f.contains(TcpFlags::FIN) {
+            self.process_text(seg.seq + 1, payload, f.contains(TcpFlags::FIN), now, eff);
+        }
+    }
+
+    /// The handshake completed.
+    fn established(&mut self, now: Instant, tsecr: Option<u32>) {
+        self.state = State::Established;
+        match tsecr {
+            Some(e) if self.ts_ok && e != 0 => self.ts_rtt_sample(now, e),
+            _ if !self.syn_retransmitted => self
+                .rtt
+                .sample(now.saturating_duration_since(self.syn_sent_at)),
+            _ => {}
+        }
+        if self.syn_retransmitted {
+            self.rtt.syn_was_retransmitted();
+        }
+        self.rtt.reset_backoff();
+        self.retries = 0;
+        self.timers.rtx = None;
+        self.cc.reset_initial(self.mss32(), self.snd_una);
+        self.quick_acks = QUICK_ACKS;
+        self.apply_host_eof();
+    }
+
+    /// RFC 9293 §3.10.7.4: SYN-RECEIVED and the synchronized states.
+    fn on_segment_synchronized(
+        &mut self,
+        seg: &TcpRepr,
+        payload: &[u8],
+        now: Instant,
+        out: &mut dyn SegmentSink,
+        eff: &mut Effects,
+    ) {
+        let f = seg.flags;
+        let rst = f.contains(TcpFlags::RST);
+        let syn = f.contains(TcpFlags::SYN);
+        let fin = f.contains(TcpFlags::FIN);
+
+        // The guest retransmitted its SYN: our SYN-ACK was lost. Answer it again (as Linux
+        // does; the generic rule below would only send an ACK).
+        if self.state == State::SynReceived
+            && syn
+            && !f.intersects(TcpFlags::ACK | TcpFlags::RST)
+            && seg.seq == self.irs
+        {
+            self.stats.retransmits += 1;
+            self.send_syn(now, out);
+            return;
+        }
+
+        // RFC 7323 §5.3 R1 (PAWS): a timestamp older than TS.Recent makes the segment
+        // unacceptable; ACK it (unless RST) and drop it.
+        if self.ts_ok && !rst {
+            if let Some(ts) = seg.timestamps {
+                if ts_before(ts.tsval, self.ts_recent)
+                    && now.saturating_duration_since(self.ts_recent_at) < PAWS_IDLE
+                {
+                    self.stats.paws_rejected += 1;
+                    self.send_ack(now, out);
+                    return;
+                }
+            }
+        }
+
+        // First, check the sequence number (RFC 9293 §3.10.7.4 table).
+        let seg_len = payload.len() + usize::from(syn) + usize::from(fin);
+        let wnd = span(self.rcv_nxt, self.rcv_adv);
+        let edge = self.rcv_nxt + wnd;
+        let acceptable = if seg_len == 0 {
+            // RCV.NXT =< SEG.SEQ < RCV.NXT+RCV.WND, or SEG.SEQ = RCV.NXT for a zero window.
+            // Like Linux we also accept SEG.SEQ = RCV.NXT+RCV.WND (a pure ACK from a guest
+            // that filled our window must still deliver its acknowledgment).
+            self.rcv_nxt <= seg.seq && seg.seq <= edge
+        } else {
+            // Some byte of the segment is in the window. With a zero window nothing is, but
+            // "special allowance should be made to accept valid ACKs, URGs, and RSTs": a
+            // segment at RCV.NXT is processed for its ACK and its text dropped (Linux too).
+            seq_add(seg.seq, seg_len) > self.rcv_nxt
+                && (seg.seq < edge || (wnd == 0 && seg.seq == self.rcv_nxt))
+        };
+        if !acceptable {
+            self.stats.unacceptable += 1;
+            // "If an incoming segment is not acceptable, an acknowledgment should be sent in
+            // reply (unless the RST bit is set, if so drop the segment and return)".
+            if !rst {
+                if self.state == State::TimeWait && fin {
+                    // A retransmitted FIN: our ACK was lost. Restart the 2 MSL timeout.
+                    self.timers.time_wait = Some(at(now, self.cfg.time_wait));
+                }
+                self.send_ack(now, out);
+            }
+            return;
+        }
+
+        // RFC 7323 §4.3 (2): SEG.TSval >= TS.Recent and SEG.SEQ =< Last.ACK.sent: remember it.
+        if self.ts_ok {
+            if let Some(ts) = seg.timestamps {
+                if !ts_before(ts.tsval, self.ts_recent) && seg.seq <= self.last_ack_sent {
+                    self.ts_recent = ts.tsval;
+                    self.ts_recent_at = now;
+                }
+            }
+        }
+
+        // Second, the RST bit (RFC 5961 §3.2): reset only on an exact match; in the window
+        // but not exact, send a challenge ACK.
+        if rst {
+            if seg.seq == self.rcv_nxt {
+                self.stats.resets_in += 1;
+                self.abort();
+            } else {
+                self.stats.challenge_acks += 1;
+                self.send_ack(now, out);
+            }
+            return;
+        }
+
+        // Fourth, the SYN bit (RFC 5961 §4.2): a SYN in a synchronized state gets a
+        // challenge ACK, whatever its sequence number.
+        if syn {
+            self.stats.challenge_acks += 1;
+            self.send_ack(now, out);
+            return;
+        }
+
+        // Fifth, the ACK field. "If the ACK bit is off, drop the segment and return."
+        if !f.contains(TcpFlags::ACK) {
+            return;
+        }
+        if self.state == State::SynReceived {
+            // "If SND.UNA < SEG.ACK =< SND.NXT, then enter ESTABLISHED state and continue
+            // processing with the variables below set to: SND.WND <- SEG.WND,
+            // SND.WL1 <- SEG.SEQ, SND.WL2 <- SEG.ACK. If the segment acknowledgment is not
+            // acceptable, form a reset segment <SEQ=SEG.ACK><CTL=RST> and send it."
+            if self.snd_una < seg.ack && seg.ack <= self.snd_nxt {
+                self.snd_una = seg.ack;
+                self.snd_wnd = u32::from(seg.window) << self.snd_shift;
+                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+                self.snd_wl1 = seg.seq;
+                self.snd_wl2 = seg.ack;
+                let tsecr = seg.timestamps.map(|ts| ts.tsecr);
+                self.established(now, tsecr);
+            } else {
+                self.send_rst(seg.ack, None, out);
+                return;
+            }
+        }
+        if !self.process_ack(seg, payload.len(), now, out) {
+            return;
+        }
+        if self.state == State::Closed {
+            return;
+        }
+
+        // Seventh, the segment text; eighth, the FIN bit.
+        match self.state {
+            State::Established | State::FinWait1 | State::FinWait2 => {
+                if !payload.is_empty() || fin {
+                    self.process_text(seg.seq, payload, fin, now, eff);
+                }
+            }
+            // The guest's FIN was already received: text is ignored. A FIN in TIME-WAIT is
+            // acknowledged and restarts the timeout.
+            State::TimeWait if fin => {
+                self.timers.time_wait = Some(at(now, self.cfg.time_wait));
+                self.schedule_ack_now(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// RFC 9293 §3.10.7.4 fifth step for ESTABLISHED and later states, with RFC 5961 §5.2,
+    /// RFC 5681 duplicate ACKs, RFC 6675 scoreboard and recovery, RFC 6298 timer rules.
+    /// Returns false when the segment was answered and must be dropped.
+    fn process_ack(
+        &mut self,
+        seg: &TcpRepr,
+        payload_len: usize,
+        now: Instant,
+        out: &mut dyn SegmentSink,
+    ) -> bool {
+        let ack = seg.ack;
+        // "If the ACK acknowledges something not yet sent (SEG.ACK > SND.NXT), then send an
+        // ACK, drop the segment, and return."
+        if ack > self.snd_nxt {
+            self.send_ack(now, out);
+            return false;
+        }
+        // RFC 5961 §5.2: acceptable only within [SND.UNA - MAX.SND.WND, SND.NXT].
+        if ack < self.snd_una - self.max_snd_wnd.max(1) {
+            self.stats.challenge_acks += 1;
+            self.send_ack(now, out);
+            return false;
+        }
+        // The guest is alive.
+        self.retries = 0;
+
+        // RFC 2018 / RFC 6675 Update(): SACK blocks to the scoreboard, clipped to what is
+        // outstanding. D-SACKs (below SND.UNA) and blocks beyond SND.NXT are ignored.
+        let mut sack_new = false;
+        if self.sack_ok {
+            for b in seg.sack_blocks.as_slice() {
+                if b.left >= b.right {
+                    continue;
+                }
+                let l = b.left.max(ack).max(self.snd_una);
+                let r = b.right.min(self.snd_nxt);
+                if l < r {
+                    sack_new |= self.sb.insert(l, r);
+                }
+            }
+        }
+
+        let seg_wnd = u32::from(seg.window) << self.snd_shift;
+        let mss = self.mss32();
+        if ack > self.snd_una {
+            // "If SND.UNA < SEG.ACK =< SND.NXT, then set SND.UNA <- SEG.ACK."
+            let acked = span(self.snd_una, ack);
+            let data_acked = span_usize(self.snd_buf_seq, ack).min(self.send.len());
+            self.send.consume(data_acked);
+            self.send.rewind_if_empty();
+            self.snd_buf_seq = seq_add(self.snd_buf_seq, data_acked);
+            if self.fin_sent && ack == self.snd_nxt {
+                self.fin_acked = true;
+            }
+            self.snd_una = ack;
+            self.sb.prune(ack);
+
+            // RTT: RFC 7323 §4.1 from TSecr, else Karn's rule with the timed segment.
+            match seg.timestamps {
+                Some(ts) if self.ts_ok && ts.tsecr != 0 => self.ts_rtt_sample(now, ts.tsecr),
+                _ => {
+                    if let Some((s, t)) = self.rtt_probe {
+                        if ack >= s {
+                            self.rtt.sample(now.saturating_duration_since(t));
+                            self.rtt_probe = None;
+                        }
+                    }
+                }
+            }
+            self.rtt.reset_backoff();
+            self.cc.dupacks = 0;
+
+            match self.cc.recovery {
+                Recovery::Open => self.cc.on_ack(acked, mss),
+                _ if ack >= self.cc.recover => self.cc.exit(ack, self.snd_nxt, mss),
+                Recovery::Loss => self.cc.on_ack(acked, mss),
+                Recovery::Fast => {
+                    // A partial ACK (RFC 6582 §3.2 (5)): the segment now at SND.UNA was
+                    // sent before the one just repaired and is still missing: lost too.
+                    let head = (ack + mss).min(self.snd_nxt);
+                    self.cc.lost_end = self.cc.lost_end.max(head);
+                }
+            }
+
+            // RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it.
+            self.timers.rtx = if self.snd_una == self.snd_nxt {
+                None
+            } else {
+                Some(at(now, self.rtt.rto()))
+            };
+        } else if ack == self.snd_una
+            && self.snd_nxt > self.snd_una
+            && payload_len == 0
+            && !seg.flags.intersects(TcpFlags::SYN | TcpFlags::FIN)
+            && (seg_wnd == self.snd_wnd || sack_new)
+        {
+            // RFC 5681 §2 duplicate ACK (RFC 6675: or one carrying new SACK information).
+            self.cc.dupacks += 1;
+            self.stats.dup_acks += 1;
+        }
+
+        // Window update: "If SND.UNA =< SEG.ACK =< SND.NXT ... If (SND.WL1 < SEG.SEQ or
+        // (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)), set SND.WND <- SEG.WND, set
+        // SND.WL1 <- SEG.SEQ, and set SND.WL2 <- SEG.ACK."
+        if ack >= self.snd_una
+            && (self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= ack))
+        {
+            self.snd_wnd = seg_wnd;
+            self.max_snd_wnd = self.max_snd_wnd.max(seg_wnd);
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = ack;
+        }
+        if self.probing && self.snd_wnd > 0 {
+            // The window reopened. A probe byte the guest dropped is resent at once.
+            self.probing = false;
+            self.rtt.reset_backoff();
+            if self.snd_nxt > self.snd_una && self.cc.recovery == Recovery::Open {
+                self.cc.mark_all_lost(self.snd_una, self.snd_nxt);
+            }
+        }
+
+        // Loss detection: RFC 5681 §3.2 three duplicate ACKs, or RFC 6675 §5 IsLost(HighACK+1)
+        // from the SACK scoreboard; not again before RecoveryPoint is passed.
+        let lost = if self.sack_ok {
+            self.sb.lost_boundary(mss)
+        } else {
+            None
+        };
+        match self.cc.recovery {
+            Recovery::Open if self.snd_nxt > self.snd_una && self.snd_una >= self.cc.recover => {
+                if self.cc.dupacks >= DUP_THRESH || lost.is_some_and(|l| l > self.snd_una) {
+                    self.cc.enter_fast(
+                        self.snd_una,
+                        self.snd_nxt,
+                        lost.unwrap_or(self.snd_una),
+                        mss,
+                    );
+                    self.stats.fast_retransmits += 1;
+                    self.rtt_probe = None;
+                }
+            }
+            Recovery::Fast | Recovery::Loss => {
+                if let Some(l) = lost {
+                    self.cc.lost_end = self.cc.lost_end.max(l.min(self.snd_nxt));
+                }
+            }
+            Recovery::Open => {}
+        }
+
+        if self.fin_acked {
+            match self.state {
+                // "In addition to the processing for the ESTABLISHED state, if the FIN
+                // segment is now acknowledged, then enter FIN-WAIT-2".
+                State::FinWait1 => self.state = State::FinWait2,
+                // "if the ACK acknowledges our FIN, then enter the TIME-WAIT state".
+                State::Closing => self.enter_time_wait(now),
+                // "If our FIN is now acknowledged, delete the TCB, enter the CLOSED state".
+                State::LastAck => {
+                    self.state = State::Closed;
+                    self.timers.clear();
+                    self.send.release();
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+
+    fn ts_rtt_sample(&mut self, now: Instant, tsecr: u32) {
+        let d = self.ts_val(now).wrapping_sub(tsecr);
+        // A TSecr from the future or older than any plausible RTT is ignored.
+        if d < (1 << 31) && u64::from(d) <= 2 * 3600 * 1000 {
+            self.rtt.sample(Duration::from_millis(u64::from(d)));
+        }
+    }
+
+    /// RFC 9293 §3.10.7.4 seventh and eighth steps: the text and the FIN. `seq` is the
+    /// sequence number of the first payload byte.
+    fn process_text(
+        &mut self,
+        seq: SeqNumber,
+        payload: &[u8],
+        fin: bool,
+        now: Instant,
+        eff: &mut Effects,
+    ) {
+        let fin_seq = seq_add(seq, payload.len());
+        let mut start = seq;
+        let mut data = payload;
+        // Bytes before RCV.NXT were already received.
+        if start < self.rcv_nxt {
+            let skip = span_usize(start, self.rcv_nxt).min(data.len());
+            data = data.get(skip..).unwrap_or_default();
+            start = self.rcv_nxt;
+        }
+        // RFC 9293 §3.10.7.4: "segments with higher beginning sequence numbers ... should
+        // be held for later processing"; what lies beyond the window is trimmed, and with it
+        // the FIN. Nothing beyond a FIN already seen is data.
+        let mut fin = fin;
+        let mut limit = span_usize(start, self.rcv_adv);
+        if let Some(f) = self.rcv_fin {
+            limit = limit.min(span_usize(start, f));
+        }
+        if data.len() > limit {
+            data = data.get(..limit).unwrap_or_default();
+            fin = false;
+            self.schedule_ack_now(now);
+        }
+        if fin && self.rcv_fin.is_none() && fin_seq >= self.rcv_nxt {
+            self.rcv_fin = Some(fin_seq);
+        }
+
+        if !data.is_empty() {
+            self.rcv_mss = self
+                .rcv_mss
+                .max(payload.len().min(usize::from(self.cfg_mss())));
+            match self.recv.place(&mut self.rcv_nxt, start, data) {
+                Placed::InOrder(n) => {
+                    self.stats.bytes_in += u64::try_from(n).unwrap_or(0);
+                    eff.host_write = true;
+                    if n > data.len() || !self.recv.ooo.is_empty() {
+                        // Filled (part of) a gap: ACK at once (RFC 5681 §4.2).
+                        self.schedule_ack_now(now);
+                    } else {
+                        self.data_ack_policy(now);
+                    }
+                }
+                Placed::OutOfOrder => {
+                    // RFC 5681 §4.2: an out-of-order segment gets an immediate (duplicate)
+                    // ACK, with SACK blocks.
+                    self.stats.ooo_segments += 1;
+                    self.schedule_ack_now(now);
+                }
+                Placed::Duplicate => self.schedule_ack_now(now),
+                Placed::Dropped => {
+                    self.stats.ooo_dropped += 1;
+                    self.schedule_ack_now(now);
+                }
+            }
+        } else if !payload.is_empty() {
+            // Everything was old or beyond the window.
+            self.schedule_ack_now(now);
+        }
+
+        if self.rcv_fin == Some(self.rcv_nxt) && !self.fin_received {
+            self.fin_received = true;
+            self.rcv_nxt = self.rcv_nxt + 1;
+            self.rcv_adv = self.rcv_adv.max(self.rcv_nxt);
+            self.schedule_ack_now(now);
+            match self.state {
+                State::SynReceived | State::Established => self.state = State::CloseWait,
+                State::FinWait1 if self.fin_acked => self.enter_time_wait(now),
+                State::FinWait1 => self.state = State::Closing,
+                State::FinWait2 => self.enter_time_wait(now),
+                _ => {}
+            }
+        }
+    }
+
+    /// When to acknowledge in-order data: RFC 9293 §3.8.6.3 / RFC 5681 §4.2, at least every
+    /// second full-sized segment, otherwise within `delayed_ack`.
+    fn data_ack_policy(&mut self, now: Instant) {
+        let unacked = span_usize(self.last_ack_sent, self.rcv_nxt);
+        if self.quick_acks > 0 {
+            self.quick_acks -= 1;
+            self.schedule_ack_now(now);
+        } else if unacked >= 2 * self.rcv_mss || self.cfg.delayed_ack.is_zero() {
+            self.schedule_ack_now(now);
+        } else if self.timers.ack.is_none() {
+            self.timers.ack = Some(at(now, self.cfg.delayed_ack));
+        }
+    }
+
+    /// An ACK is owed now: `poll_output` sends it (or `on_timer`, as a fallback).
+    fn schedule_ack_now(&mut self, now: Instant) {
+        self.ack_now = true;
+        self.timers.ack = Some(self.timers.ack.map_or(now, |t| t.min(now)));
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.state = State::TimeWait;
+        self.timers.rtx = None;
+        self.timers.time_wait = Some(at(now, self.cfg.time_wait));
+        self.send.release();
+    }
+
+    /// The connection is reset (either way, or retries exhausted).
+    fn abort(&mut self) {
+        self.state = State::Closed;
+        self.aborted = true;
+        self.timers.clear();
+        self.send.release();
+        self.recv.ring.release();
+        self.recv.ooo.clear();
+    }
+
+    /// The shard ended it (`host_reset`, `host_refused`): it needs no `host_close`.
+    fn close_by_host(&mut self) {
+        self.abort();
+        self.close_reported = true;
+    }
+
+    /// Flags that depend on the state after an input.
+    fn finish(&mut self, mut eff: Effects) -> Effects {
+        if self.fin_received
+            && !self.aborted
+            && !self.shutdown_reported
+            && self.recv.ring.is_empty()
+        {
+            self.shutdown_reported = true;
+            eff.host_shutdown = true;
+        }
+        if !self.close_reported
+            && (self.aborted
+                || (matches!(self.state, State::TimeWait | State::Closed)
+                    && self.shutdown_reported))
+        {
+            self.close_reported = true;
+            eff.host_close = true;
+            self.recv.ring.release();
+            self.recv.ooo.clear();
+        }
+        if self.read_paused && self.send_room() > 0 {
+            self.read_paused = false;
+            eff.want_host_read = true;
+        }
+        eff
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Output.
+
+    /// The window field for an outgoing segment; moves the advertised right edge.
+    fn window_field(&mut self) -> u16 {
+        let w = self.window_bytes();
+        let edge = seq_add(self.rcv_nxt, w);
+        if edge > self.rcv_adv {
+            self.rcv_adv = edge;
+        }
+        u16::try_from(w >> self.rcv_shift).unwrap_or(u16::MAX)
+    }
+
+    fn window_bytes(&self) -> usize {
+        select_window(WindowInputs {
+            free: self.recv.free(),
+            hard: self.recv.hard_free(1 << self.rcv_shift_offered),
+            current: span_usize(self.rcv_nxt, self.rcv_adv),
+            shift: self.rcv_shift,
+            sws: self.sws_threshold(),
+        })
+    }
+
+    /// RFC 1122 §4.2.3.3: min(RCV.BUFF / 2, Eff.snd.MSS).
+    fn sws_threshold(&self) -> usize {
+        (self.cfg.recv_buf / 2).min(self.rcv_mss).max(1)
+    }
+
+    /// The window grew enough to be worth announcing on its own: by at least the SWS
+    /// threshold, and either it was (nearly) closed or it doubled.
+    fn window_update_due(&self) -> bool {
+        if !matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::FinWait2
+        ) {
+            return false;
+        }
+        let cur = span_usize(self.rcv_nxt, self.rcv_adv);
+        let new = self.window_bytes();
+        new >= cur.saturating_add(self.sws_threshold())
+            && (cur < 2 * self.rcv_mss || new >= 2 * cur)
+    }
+
+    /// A segment from us with the current ACK, window, timestamps and SACK blocks.
+    fn header(&mut self, now: Instant, seq: SeqNumber, flags: TcpFlags) -> TcpRepr {
+        let mut r = TcpRepr {
+            src_port: self.ep.remote.port(),
+            dst_port: self.ep.guest.port(),
+            seq,
+            flags: flags | TcpFlags::ACK,
+            ack: self.rcv_nxt,
+            window: self.window_field(),
+            ..TcpRepr::default()
+        };
+        self.last_ack_sent = self.rcv_nxt;
+        self.ack_now = false;
+        self.timers.ack = None;
+        if self.ts_ok {
+            r.timestamps = Some(TcpTimestamps {
+                tsval: self.ts_val(now),
+                tsecr: self.ts_recent,
+            });
+        }
+        if self.sack_ok && !self.recv.ooo.is_empty() {
+            r.sack_blocks = self.recv.ooo.sack_blocks();
+        }
+        r
+    }
+
+    /// A bare ACK: `<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>`.
+    fn send_ack(&mut self, now: Instant, out: &mut dyn SegmentSink) {
+        if matches!(
+            self.state,
+            State::AwaitingHost | State::SynSent | State::Closed
+        ) {
+            return;
+        }
+        let r = self.header(now, self.snd_nxt, TcpFlags::empty());
+        self.emit(out, &r);
+    }
+
+    fn send_rst(&mut self, seq: SeqNumber, ack: Option<SeqNumber>, out: &mut dyn SegmentSink) {
+        let r = TcpRepr {
+            src_port: self.ep.remote.port(),
+            dst_port: self.ep.guest.port(),
+            seq,
+            ack: ack.unwrap_or_default(),
+            flags: if ack.is_some() {
+                TcpFlags::RST | TcpFlags::ACK
+            } else {
+                TcpFlags::RST
+            },
+            ..TcpRepr::default()
+        };
+        self.stats.resets_out += 1;
+        self.emit(out, &r);
+    }
+
+    /// Option bytes the next data segment will carry (timestamps, SACK blocks), as
+    /// `TcpRepr::header_len` will count them.
+    fn option_len(&self) -> usize {
+        let mut n = if self.ts_ok { TS_OPTION_LEN } else { 0 };
+        if self.sack_ok && !self.recv.ooo.is_empty() {
+            let fit = (40 - n - 4) / 8;
+            n += 4 + 8 * self.recv.ooo.sack_block_count().min(fit);
+        }
+        n
+    }
+
+    fn data_end(&self) -> SeqNumber {
+        seq_add(self.snd_buf_seq, self.send.len())
+    }
+
+    /// RFC 6675 §4 pipe: outstanding bytes, less SACKed ones and those presumed lost and
+    /// not yet retransmitted.
+    fn pipe(&self) -> u32 {
+        let outstanding = span(self.snd_una, self.snd_nxt);
+        if self.cc.recovery == Recovery::Open && self.sb.is_empty() {
+            return outstanding;
+        }
+        let mut p = outstanding.saturating_sub(self.sb.sacked_bytes());
+        if self.cc.recovery != Recovery::Open {
+            let from = self.cc.high_rxt.max(self.snd_una);
+            if from < self.cc.lost_end {
+                p = p.saturating_sub(self.sb.unsacked_between(from, self.cc.lost_end));
+            }
+        }
+        p
+    }
+
+    /// RFC 6675 NextSeg() rule (1): the first lost, unSACKed hole above HighRxt.
+    fn next_retransmit(&self) -> Option<(SeqNumber, SeqNumber)> {
+        if self.cc.recovery == Recovery::Open {
+            return None;
+        }
+        let from = self.cc.high_rxt.max(self.snd_una);
+        if from >= self.cc.lost_end {
+            return None;
+        }
+        self.sb.next_hole(from, self.cc.lost_end)
+    }
+
+    /// Emits `[seq, seq + len)` of the send ring (trimmed so that the segment with its
+    /// options fits the MSS), with FIN when `fin_allowed` and the data reaches the end.
+    /// Returns the data bytes sent and whether the FIN went with them.
+    fn send_data(
+        &mut self,
+        now: Instant,
+        seq: SeqNumber,
+        len: usize,
+        fin_allowed: bool,
+        out: &mut dyn SegmentSink,
+    ) -> (u32, bool) {
+        let data_end = self.data_end();
+        let mut r = self.header(now, seq, TcpFlags::empty());
+        let room = usize::from(self.snd_mss)
+            .saturating_sub(r.header_len() - HEADER_LEN)
+            .max(1);
+        let len = len.min(room).min(span_usize(seq, data_end));
+        let end = seq_add(seq, len);
+        if end == data_end {
+            if len > 0 {
+                r.flags |= TcpFlags::PSH;
+            }
+            if fin_allowed {
+                r.flags |= TcpFlags::FIN;
+            }
+        }
+        let off = span_usize(self.snd_buf_seq, seq);
+        self.stats.segments_out += 1;
+        out.emit(&r, self.send.slices(off, len));
+        if self.timers.rtx.is_none() {
+            // RFC 6298 §5.1: start the timer when sending data if it is not running.
+            self.timers.rtx = Some(at(now, self.rtt.rto()));
+        }
+        (
+            u32::try_from(len).unwrap_or(0),
+            r.flags.contains(TcpFlags::FIN),
+        )
+    }
+
+    /// Sends what is due: lost holes (RFC 6675), then new data within the send window and
+    /// cwnd, then the FIN. Returns whether anything was sent.
+    fn transmit(&mut self, now: Instant, out: &mut dyn SegmentSink) -> bool {
+        if !matches!(
+            self.state,
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::Closing
+                | State::LastAck
+        ) {
+            return false;
+        }
+        let max_payload = usize::from(self.snd_mss)
+            .saturating_sub(self.option_len())
+            .max(1);
+        let mut sent = false;
+        loop {
+            if let Some((s, e)) = self.next_retransmit() {
+                let data_end = self.data_end();
+                let len = span_usize(s, e.min(data_end)).min(max_payload);
+                let with_fin = self.fin_sent && e > data_end && seq_add(s, len) == data_end;
+                let need = u32::try_from(len.max(1)).unwrap_or(u32::MAX);
+                if !self.cc.rtx_first && self.cc.cwnd.saturating_sub(self.pipe()) < need {
+                    break;
+                }
+                let (n, fin) = self.send_data(now, s, len, with_fin, out);
+                self.cc.rtx_first = false;
+                self.cc.high_rxt = self.cc.high_rxt.max(s + (n + u32::from(fin)).max(1));
+                self.stats.retransmits += 1;
+                self.stats.retransmitted_bytes += u64::try_from(len).unwrap_or(0);
+                self.rtt_probe = None;
+                sent = true;
+                continue;
+            }
+            let data_end = self.data_end();
+            let unsent = span_usize(self.snd_nxt, data_end);
+            if unsent > 0 {
+                let wnd_room = span_usize(self.snd_nxt, self.snd_una + self.snd_wnd);
+                let cwnd_room =
+                    usize::try_from(self.cc.cwnd.saturating_sub(self.pipe())).unwrap_or(0);
+                let len = unsent.min(wnd_room).min(cwnd_room).min(max_payload);
+                if len == 0 {
+                    break;
+                }
+                if len < max_payload && len < unsent {
+                    // RFC 9293 §3.8.6.2.1 sender SWS avoidance: a partial segment only when
+                    // it is at least half the largest window the guest offered, or nothing
+                    // is in flight (then no ACK would come to open more).
+                    let idle = self.snd_nxt == self.snd_una;
+                    let max_wnd = usize::try_from(self.max_snd_wnd).unwrap_or(usize::MAX);
+                    if !idle && len < max_wnd / 2 {
+                        break;
+                    }
+                }
+                let fin = self.fin_queued && seq_add(self.snd_nxt, len) == data_end;
+                let seq = self.snd_nxt;
+                let (n, fin) = self.send_data(now, seq, len, fin, out);
+                if n == 0 {
+                    break;
+                }
+                let used = n + u32::from(fin);
+                if self.rtt_probe.is_none() && !self.ts_ok {
+                    self.rtt_probe = Some((seq + used, now));
+                }
+                self.stats.bytes_out += u64::from(n);
+                self.fin_sent |= fin;
+                self.snd_nxt = seq + used;
+                sent = true;
+                continue;
+            }
+            if self.fin_queued && !self.fin_sent && self.snd_nxt == data_end {
+                // The FIN needs no window (receivers accept a bare FIN at a zero window).
+                let seq = self.snd_nxt;
+                self.send_data(now, seq, 0, true, out);
+                self.fin_sent = true;
+                self.snd_nxt = seq + 1;
+                sent = true;
+            }
+            break;
+        }
+        // The persist timer (RFC 9293 §3.8.6.1): data waits behind a zero window and nothing
+        // is outstanding, so no ACK will come to announce the window opening.
+        if self.snd_wnd == 0
+            && self.snd_nxt == self.snd_una
+            && span_usize(self.snd_nxt, self.data_end()) > 0
+            && self.timers.rtx.is_none()
+        {
+            self.timers.rtx = Some(at(now, self.rtt.rto()));
+        }
+        sent
+    }
+
+    /// Sends what is due: new data segments (MSS-sized, within min(SND.WND, cwnd)), FIN,
+    /// retransmissions chosen from the SACK scoreboard (RFC 6675: only holes), pending ACKs.
+    /// Called by the shard once per turn for every connection that got input or host data,
+    /// after it wrote guest data to the host (so that the ACK carries a fresh window).
+    pub fn poll_output(&mut self, now: Instant, out: &mut dyn SegmentSink) -> Effects {
+        let sent = self.transmit(now, out);
+        if !sent && (self.ack_now || expired(self.timers.ack, now) || self.window_update_due()) {
+            self.send_ack(now, out);
+        }
+        self.finish(Effects::default())
+    }
+
+    /// Timers: retransmission (RFC 6298 with exponential backoff), zero-window probe
+    /// (persist), delayed ACK, TIME-WAIT expiry.
+    pub fn on_timer(&mut self, now: Instant, out: &mut dyn SegmentSink) -> Effects {
+        if expired(self.timers.time_wait, now) {
+            self.timers.clear();
+            self.state = State::Closed;
+            self.send.release();
+        }
+        if expired(self.timers.rtx, now) {
+            self.timers.rtx = None;
+            self.on_retransmit_timer(now, out);
+        }
+        if expired(self.timers.ack, now) {
+            self.timers.ack = None;
+            if self.ack_now || self.rcv_nxt != self.last_ack_sent || self.window_update_due() {
+                self.send_ack(now, out);
+            }
+        }
+        self.finish(Effects::default())
+    }
+
+    fn on_retransmit_timer(&mut self, now: Instant, out: &mut dyn SegmentSink) {
+        match self.state {
+            State::SynSent | State::SynReceived => {
+                if self.retries >= self.cfg.syn_retries {
+                    // Give up silently, as a host whose SYN went unanswered does.
+                    self.abort();
+                    return;
+                }
+                self.retries += 1;
+                self.stats.retransmits += 1;
+                self.syn_retransmitted = true;
+                self.rtt.back_off();
+                self.send_syn(now, out);
+                self.timers.rtx = Some(at(now, self.rtt.rto()));
+            }
+            State::Established
+            | State::CloseWait
+            | State::FinWait1
+            | State::Closing
+            | State::LastAck => {
+                self.retries += 1;
+                if self.retries > self.cfg.max_retries {
+                    self.send_rst(self.snd_nxt, Some(self.rcv_nxt), out);
+                    self.abort();
+                    return;
+                }
+                self.rtt.back_off();
+                if self.snd_nxt == self.snd_una {
+                    self.zero_window_probe(now, out);
+                    return;
+                }
+                self.stats.rto_expiries += 1;
+                if self.retries >= 2 {
+                    // Repeated timeouts: the guest may have discarded data it SACKed
+                    // (RFC 2018 §8 reneging); resend everything unacknowledged.
+                    self.sb.clear();
+                }
+                if self.snd_wnd == 0 {
+                    // A closed window, not congestion: probe with what is outstanding.
+                    self.stats.window_probes += 1;
+                    self.cc.mark_all_lost(self.snd_una, self.snd_nxt);
+                } else {
+                    let first = self.retries == 1;
+                    let mss = self.mss32();
+                    self.cc.on_rto(self.snd_una, self.snd_nxt, mss, first);
+                }
+                self.rtt_probe = None;
+                self.timers.rtx = Some(at(now, self.rtt.rto()));
+                self.transmit(now, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// RFC 9293 §3.8.6.1: with a zero window and nothing outstanding, send one byte of new
+    /// data beyond the window; the guest's ACK announces its window.
+    fn zero_window_probe(&mut self, now: Instant, out: &mut dyn SegmentSink) {
+        let data_end = self.data_end();
+        if self.snd_wnd != 0 || span_usize(self.snd_nxt, data_end) == 0 {
+            return;
+        }
+        let seq = self.snd_nxt;
+        let (n, _) = self.send_data(now, seq, 1, false, out);
+        self.snd_nxt = seq + n;
+        self.probing = true;
+        self.stats.window_probes += 1;
+        self.timers.rtx = Some(at(now, self.rtt.rto()));
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Guest → host.
+
+    /// In-order guest bytes not yet written to the host socket (a ring's two halves).
+    pub fn host_data(&self) -> [&[u8]; 2] {
+        self.recv.ring.slices(0, self.recv.ring.len())
+    }
+
+    /// `n` bytes of `host_data()` went into the host socket: their room reopens our
+    /// window. Sends a window update at once if the window had been closed or below two
+    /// segments and has grown past the SWS threshold; otherwise the next ACK carries it.
+    pub fn host_wrote(&mut self, n: usize, now: Instant, out: &mut dyn SegmentSink) -> Effects {
+        let n = n.min(self.recv.ring.len());
+        self.recv.ring.consume(n);
+        if self.recv.ooo.is_empty() {
+            self.recv.ring.rewind_if_empty();
+        }
+        if n > 0
+            && span_usize(self.rcv_nxt, self.rcv_adv) < 2 * self.rcv_mss
+            && self.window_update_due()
+        {
+            self.send_ack(now, out);
+        }
+        self.finish(Effects::default())
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Host → guest.
+
+    /// How many bytes the shard may read from the host socket now: room in the send
+    /// buffer, limited to twice the guest's window (at least 64 KiB) so that what we hold
+    /// unsent is what the guest can take soon. 0 once the host reached EOF or the
+    /// connection is over.
+    pub fn send_room(&self) -> usize {
+        if self.fin_queued || self.aborted {
+            return 0;
+        }
+        if !matches!(
+            self.state,
+            State::SynSent | State::SynReceived | State::Established | State::CloseWait
+        ) {
+            return 0;
+        }
+        let wnd = usize::try_from(self.snd_wnd).unwrap_or(usize::MAX);
+        let limit = self.cfg.send_buf.min(wnd.saturating_mul(2).max(READ_FLOOR));
+        limit.saturating_sub(self.send.len())
+    }
+
+    /// Space to read host bytes into directly (no intermediate copy): up to two slices,
+    /// in total at most `send_room()`.
+    pub fn send_spare(&mut self) -> [&mut [u8]; 2] {
+        let room = self.send_room();
+        if room == 0 {
+            self.read_paused = true;
+            return [&mut [], &mut []];
+        }
+        let len = self.send.len();
+        self.send.reserve(len.saturating_add(room), len);
+        self.send.spare_mut(room)
+    }
+
+    /// `n` bytes were read into `send_spare()`.
+    pub fn host_read(&mut self, n: usize) {
+        let n = n.min(self.send_room());
+        self.send.commit(n);
+        if self.send_room() == 0 {
+            self.read_paused = true;
+        }
+    }
+
+    /// The host closed its sending side (read returned 0): queue a FIN after the data.
+    pub fn host_eof(&mut self) {
+        if self.fin_queued {
+            return;
+        }
+        self.fin_queued = true;
+        self.apply_host_eof();
+    }
+
+    /// RFC 9293 §3.10.4 CLOSE: ESTABLISHED → FIN-WAIT-1, CLOSE-WAIT → LAST-ACK; before the
+    /// handshake completes the FIN waits for ESTABLISHED.
+    fn apply_host_eof(&mut self) {
+        if !self.fin_queued {
+            return;
+        }
+        match self.state {
+            State::Established => self.state = State::FinWait1,
+            State::CloseWait => self.state = State::LastAck,
+            _ => {}
+        }
+    }
+
+    /// The host socket failed or was reset: RST to the guest, state `Closed`.
+    pub fn host_reset(&mut self, out: &mut dyn SegmentSink) {
+        match self.state {
+            State::AwaitingHost | State::SynReceived => {
+                self.host_refused(out);
+                return;
+            }
+            State::SynSent => self.send_rst(self.snd_nxt, None, out),
+            State::Established
+            | State::CloseWait
+            | State::FinWait1
+            | State::FinWait2
+            | State::Closing
+            | State::LastAck => self.send_rst(self.snd_nxt, Some(self.rcv_nxt), out),
+            State::TimeWait | State::Closed => {}
+        }
+        self.close_by_host();
+    }
+}
+
+impl std::fmt::Debug for Tcb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tcb")
+            .field("ep", &self.ep)
+            .field("vars", &self.vars())
+            .finish_non_exhaustive()
+    }
+}
