@@ -1,1 +1,5 @@
-//! placeholder
+//! Gateway services: DHCP, DNS (static zones + forwarding to the host's resolvers),
+//! port forwarding and the HTTP control API.
+
+pub mod dhcp;
+pub mod dns;

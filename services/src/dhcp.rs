@@ -1,0 +1,1 @@
+//! DHCP server (RFC 2131): being written.
