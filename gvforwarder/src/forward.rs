@@ -163,7 +163,8 @@ impl Reg {
     }
 }
 
-/// Moves frames until one side fails or an exit signal arrives.
+/// Moves frames until one side fails, an exit signal arrives, or `on_child` (called on
+/// SIGCHLD) returns how the session ends.
 ///
 /// `max_frame_bytes`: frames from gvproxy longer than this (`-mtu` plus the Ethernet header
 /// and a VLAN tag) are dropped and counted, as the TAP side's buffers are sized for that.
@@ -173,8 +174,9 @@ pub fn run(
     signals: &Signals,
     totals: &mut Totals,
     max_frame_bytes: usize,
+    on_child: &mut dyn FnMut() -> Option<End>,
 ) -> End {
-    match run_inner(tap, host, signals, totals, max_frame_bytes) {
+    match run_inner(tap, host, signals, totals, max_frame_bytes, on_child) {
         Ok(end) => end,
         // Errors of the poller itself: treat like a failed link and start over.
         Err(e) => End::Host(format!("event loop: {e}")),
@@ -187,6 +189,7 @@ fn run_inner(
     signals: &Signals,
     totals: &mut Totals,
     max_frame_bytes: usize,
+    on_child: &mut dyn FnMut() -> Option<End>,
 ) -> io::Result<End> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(64);
@@ -280,7 +283,7 @@ fn run_inner(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        let mut exit = None;
+        let mut end = None;
         for event in events.iter() {
             // A hang-up or error is reported as readable/writable so the next read or flush
             // sees it and ends the session with the real error.
@@ -304,7 +307,12 @@ fn run_inner(
                             Request::Report => {
                                 log::info!("{}", totals.report(Some(tap), Some(host)));
                             }
-                            Request::Exit(s) => exit = Some(s),
+                            Request::Exit(s) => end = Some(End::Exit(s)),
+                            Request::Child => {
+                                if end.is_none() {
+                                    end = on_child();
+                                }
+                            }
                         }
                     }
                 }
@@ -312,8 +320,8 @@ fn run_inner(
                 _ => {}
             }
         }
-        if let Some(s) = exit {
-            break End::Exit(s);
+        if let Some(end) = end {
+            break end;
         }
     };
     // The Poll is dropped with this function; the fds stay open for the caller.
@@ -448,7 +456,14 @@ mod tests {
         });
 
         let mut totals = Totals::default();
-        let end = run(&mut tap, &mut host, &signals, &mut totals, MTU + 18);
+        let end = run(
+            &mut tap,
+            &mut host,
+            &signals,
+            &mut totals,
+            MTU + 18,
+            &mut || None,
+        );
         closer.join().unwrap();
         assert!(
             matches!(end, End::Host(ref m) if m.contains("closed")),

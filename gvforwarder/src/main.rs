@@ -9,12 +9,15 @@
 //! `-stop-if-exist`, `-debug`, `-version`), plus `-protocol` (and `-uuid`, `-local`, `-vfkt`) so
 //! that it can play any VM NIC: gvforwarder's `/connect`, HyperKit, QEMU, bess or vfkit. The TAP
 //! is kept across redials (addresses configured on it survive a gvproxy restart) and reopened
-//! only when it fails. SIGUSR1 logs the counters; SIGINT/SIGTERM/SIGHUP log them and exit.
+//! only when it fails. Unless `-preexisting`, each session runs a DHCP client on the TAP
+//! (udhcpc, else dhclient; see [`dhcp`]), and one that fails ends the session, as upstream.
+//! SIGUSR1 logs the counters; SIGINT/SIGTERM/SIGHUP log them and exit.
 
 #![deny(unsafe_code)]
 
 mod cli;
 mod conn;
+mod dhcp;
 mod forward;
 mod signals;
 // The TAP ioctls are the only unsafe code.
@@ -94,6 +97,8 @@ struct Forwarder<'a> {
     /// (the size of the links' receive slots for one frame).
     frame_bytes: usize,
     tx_limit_bytes: usize,
+    /// Our udhcpc script, written when first needed and removed at exit.
+    udhcpc_script: Option<dhcp::Script>,
 }
 
 impl<'a> Forwarder<'a> {
@@ -105,6 +110,7 @@ impl<'a> Forwarder<'a> {
             totals: Totals::default(),
             frame_bytes,
             tx_limit_bytes: forward::tx_limit_bytes(frame_bytes),
+            udhcpc_script: None,
         }
     }
 
@@ -181,13 +187,26 @@ impl<'a> Forwarder<'a> {
             "starting rx/tx loops between {} and {}",
             tap.name, target.url
         );
+        // The client's first DISCOVER waits in the TAP's queue until the loop below runs.
+        let mut dhcp_client = if self.config.preexisting {
+            None
+        } else {
+            start_dhcp(&tap.name, &mut self.udhcpc_script)
+        };
+        let mut on_child = || match dhcp_client.as_mut()?.poll()? {
+            Ok(()) => None,
+            Err(msg) => Some(End::Host(msg)),
+        };
         let end = forward::run(
             &mut tap.link,
             &mut host,
             signals,
             &mut self.totals,
             self.frame_bytes,
+            &mut on_child,
         );
+        // Stops a client still running (dhclient, or udhcpc without a lease yet).
+        drop(dhcp_client);
         add(&mut self.totals.closed_host, &host.counters());
         drop(host);
         drop(child);
@@ -225,5 +244,36 @@ impl<'a> Forwarder<'a> {
                 self.tx_limit_bytes,
             ),
         })
+    }
+}
+
+/// Starts udhcpc (with busybox's default script if installed, else ours) or dhclient on
+/// `iface`. Without either, or if it cannot be started, the session goes on without one (the
+/// interface can still be configured by hand); upstream would fail and redial forever.
+fn start_dhcp(iface: &str, script: &mut Option<dhcp::Script>) -> Option<dhcp::Client> {
+    let Some(program) = dhcp::find() else {
+        error!("no DHCP client (udhcpc or dhclient) found: {iface} is left unconfigured");
+        return None;
+    };
+    let script_path = match program {
+        dhcp::Program::Udhcpc(_)
+            if !std::path::Path::new(dhcp::BUSYBOX_DEFAULT_SCRIPT).exists() =>
+        {
+            if script.is_none() {
+                match dhcp::Script::write() {
+                    Ok(s) => *script = Some(s),
+                    Err(e) => error!("cannot write the udhcpc script: {e}"),
+                }
+            }
+            script.as_ref().map(|s| s.path().to_path_buf())
+        }
+        _ => None,
+    };
+    match dhcp::Client::spawn(dhcp::command(&program, iface, script_path.as_deref())) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            error!("cannot start the DHCP client {program:?}: {e}");
+            None
+        }
     }
 }

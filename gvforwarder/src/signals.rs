@@ -1,5 +1,5 @@
-//! Signals as readable events: SIGINT, SIGTERM, SIGHUP and SIGUSR1 are blocked and read from a
-//! signalfd that the event loop polls. (std's `Command` clears the signal mask in children, so the
+//! Signals as readable events: SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGCHLD are blocked and read
+//! from a signalfd that the event loop polls. (std's `Command` clears the signal mask in children, so the
 //! stdio peer still gets the default dispositions.)
 
 use std::io;
@@ -17,6 +17,8 @@ pub enum Request {
     Report,
     /// SIGINT, SIGTERM, SIGHUP: log the counters and exit.
     Exit(Signal),
+    /// SIGCHLD: a child (the DHCP client, a stdio peer) changed state.
+    Child,
 }
 
 pub struct Signals {
@@ -33,6 +35,7 @@ impl Signals {
             Signal::SIGTERM,
             Signal::SIGHUP,
             Signal::SIGUSR1,
+            Signal::SIGCHLD,
         ] {
             mask.add(s);
         }
@@ -56,6 +59,7 @@ impl Signals {
             };
             match Signal::try_from(signo) {
                 Ok(Signal::SIGUSR1) => return Ok(Some(Request::Report)),
+                Ok(Signal::SIGCHLD) => return Ok(Some(Request::Child)),
                 Ok(s) => return Ok(Some(Request::Exit(s))),
                 Err(_) => continue,
             }
