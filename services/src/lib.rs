@@ -1,5 +1,6 @@
 //! Gateway services: DHCP, DNS (static zones + forwarding to the host's resolvers),
 //! port forwarding and the HTTP control API.
 
+pub mod api;
 pub mod dhcp;
 pub mod dns;
