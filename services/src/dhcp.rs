@@ -1,1 +1,0 @@
-//! DHCP server (RFC 2131): being written.
