@@ -21,9 +21,11 @@
 // location, which is exactly what a harness should report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod e2e;
 mod guest;
 mod netns;
 mod process;
+pub mod relay;
 mod tmp;
 
 pub use guest::{

@@ -4,123 +4,14 @@
 //! serving; the command line and signals behave like upstream's.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tests::{
-    bin_path, require_root, run_qemu, run_uml, tmp_dir, wait_for_path, ChildGuard, Netns, TempDir,
+use tests::e2e::{
+    forwarder, free_tcp_port, guest, json_u64, Gvproxy, GUEST2_MAC, GUEST_MAC, STARTUP,
 };
-
-const GUEST_MAC: &str = "5a:94:ef:e4:0c:ee";
-const GUEST2_MAC: &str = "5a:94:ef:e4:0c:ef";
-const STARTUP: Duration = Duration::from_secs(10);
-
-/// A gvproxy process with its sockets in a private directory.
-struct Gvproxy {
-    child: ChildGuard,
-    dir: TempDir,
-}
-
-impl Gvproxy {
-    /// Starts gvproxy with an API socket (`api.sock`) plus `extra` flags; `{dir}` in a
-    /// flag is replaced by the private directory. Waits for every socket path named.
-    fn start(label: &str, extra: &[&str]) -> Gvproxy {
-        require_root();
-        let dir = tmp_dir(label);
-        let d = dir.path().display().to_string();
-        let mut args: Vec<String> = vec!["-listen".into(), format!("unix://{d}/api.sock")];
-        args.extend(extra.iter().map(|a| a.replace("{dir}", &d)));
-        args.push("-debug".into());
-        let mut cmd = Command::new(bin_path("gvproxy"));
-        cmd.args(&args);
-        let mut child = ChildGuard::spawn(&format!("gvproxy-{label}"), cmd);
-        for a in &args {
-            for scheme in ["unix://", "unixpacket://", "unixgram://"] {
-                if let Some(p) = a.strip_prefix(scheme) {
-                    child.wait_for_path(Path::new(p), STARTUP);
-                }
-            }
-        }
-        Gvproxy { child, dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn api(&self) -> PathBuf {
-        self.path("api.sock")
-    }
-
-    /// `GET /stats` as JSON text.
-    fn stats(&self) -> String {
-        http_get(&self.api(), "/stats")
-    }
-
-    fn assert_running(&mut self) {
-        assert!(
-            self.child.is_running(),
-            "gvproxy exited; log:\n{}",
-            self.child.log_tail(50)
-        );
-    }
-}
-
-fn http_get(sock: &Path, path: &str) -> String {
-    let mut s = UnixStream::connect(sock).expect("connect to the API socket");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or(resp)
-}
-
-/// A number from a flat `"key":N` in JSON text.
-fn json_u64(json: &str, key: &str) -> u64 {
-    let needle = format!("\"{key}\":");
-    let at = json
-        .find(&needle)
-        .unwrap_or_else(|| panic!("{key} not in {json}"));
-    json[at + needle.len()..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
-}
-
-/// A guest namespace: TAP `tap0` with `mac`, static `ip`/24, default route via .1.
-fn guest(label: &str, mac: &str, ip: &str) -> Netns {
-    let ns = Netns::new(label);
-    ns.add_tap("tap0", mac, 1500);
-    ns.addr_add("tap0", &format!("{ip}/24"));
-    ns.route_add_default("192.168.127.1");
-    ns
-}
-
-/// gvforwarder inside `ns`, on its existing `tap0`.
-fn forwarder(ns: &Netns, args: &[&str]) -> ChildGuard {
-    let bin = bin_path("gvforwarder");
-    let mut full = vec![
-        bin.to_str().unwrap(),
-        "-preexisting",
-        "-iface",
-        "tap0",
-        "-stop-if-exist=",
-        "-debug",
-    ];
-    full.extend_from_slice(args);
-    ns.spawn(&full)
-}
+use tests::{bin_path, require_root, run_qemu, run_uml, tmp_dir, wait_for_path, ChildGuard, Netns};
 
 /// ping the gateway and the host alias; nobody answers ARP for an unused address.
 fn assert_gateway_reachable(ns: &Netns) {
@@ -158,14 +49,6 @@ fn assert_gateway_reachable(ns: &Netns) {
         neigh.is_empty() || neigh.contains("FAILED") || neigh.contains("INCOMPLETE"),
         "unexpected neighbour entry: {neigh}"
     );
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
