@@ -405,6 +405,15 @@ mod tests {
         );
         let tap_far = std::sync::Arc::new(tap_far);
         let host_far = UnixStream::from(host_far);
+        // A lost frame fails the test after a while instead of blocking a reader forever.
+        let limit_wait = Some(std::time::Duration::from_secs(30));
+        host_far.set_read_timeout(limit_wait).unwrap();
+        nix::sys::socket::setsockopt(
+            &*tap_far,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(30, 0),
+        )
+        .unwrap();
 
         let t = tap_far.clone();
         let guest_writer = thread::spawn(move || {
@@ -447,12 +456,18 @@ mod tests {
             }
         });
         let closer = thread::spawn(move || {
-            guest_writer.join().unwrap();
-            host_reader.join().unwrap();
-            host_writer.join().unwrap();
-            guest_reader.join().unwrap();
-            // EOF from "gvproxy" ends the session.
+            let results = [
+                guest_writer.join(),
+                host_reader.join(),
+                host_writer.join(),
+                guest_reader.join(),
+            ];
+            // EOF from "gvproxy" ends the session, also when a peer thread failed, so a
+            // failure shows as a failed test rather than a hang.
             host_far.shutdown(std::net::Shutdown::Both).unwrap();
+            for r in results {
+                r.unwrap();
+            }
         });
 
         let mut totals = Totals::default();

@@ -14,6 +14,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod pcap;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
