@@ -13,9 +13,9 @@ pub fn isn(secret: &[u8; 16], ep: &Endpoints, micros: u64) -> SeqNumber {
     msg[6..10].copy_from_slice(&ep.remote.ip().octets());
     msg[10..].copy_from_slice(&ep.remote.port().to_be_bytes());
     let f = siphash24(secret, &msg);
-    // Folding the 64-bit hash to 32 bits: the truncation is the point.
-    let f32 = (f ^ (f >> 32)) as u32;
-    let m = (micros / 4) as u32;
+    // Fold the 64-bit hash to 32 bits; the 4 us clock wraps modulo 2^32 (RFC 6528 §3).
+    let f32 = u32::try_from((f ^ (f >> 32)) & 0xffff_ffff).unwrap_or(0);
+    let m = u32::try_from((micros / 4) & 0xffff_ffff).unwrap_or(0);
     SeqNumber(f32.wrapping_add(m))
 }
 
@@ -71,6 +71,8 @@ pub fn siphash24(key: &[u8; 16], msg: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
+// Test data: truncating counters to bytes is the intent.
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, SocketAddrV4};

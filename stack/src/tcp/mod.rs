@@ -11,13 +11,13 @@
 //! connection is a host kernel socket that the shard owns; this module never touches it.
 //!
 //! ```text
-//!             guest segments                               host socket (shard)
-//!  on_segment ──> seq check/PAWS ─> RST/SYN ─> ACK ─> text ──> recv ring ──> host_data()/host_wrote()
-//!                                              │                (window = its free room)
+//!              guest segments                              host socket (shard)
+//!  on_segment ─> PAWS/seq check ─> RST/SYN ─> ACK ─> text ─> recv ring ─> host_data/host_wrote
+//!                                              │            (window = its free room)
 //!                                              v
 //!                                    snd_una advances, SACK scoreboard,
 //!                                    RTT sample, cwnd, dup ACKs, recovery
-//!  poll_output <── retransmit holes / new data / FIN / ACK <── send ring <── send_spare()/host_read()
+//!  poll_output <─ lost holes / new data / FIN / ACK <─ send ring <─ send_spare/host_read
 //!  on_timer: RTO (backoff), zero-window probe, delayed ACK, TIME-WAIT
 //! ```
 //!
@@ -26,7 +26,7 @@
 //!
 //! * **Receive** (guest → host): in-order guest payload is copied once into the receive
 //!   ring; out-of-order payload is copied once into the same ring at its offset beyond the
-//!   in-order tail, and [`reassembly`] only tracks which ranges are present. When a gap
+//!   in-order tail, and `reassembly` only tracks which ranges are present. When a gap
 //!   fills, the ring's length simply advances. The window we advertise is the ring's free
 //!   room (bytes not yet written to the host), so a slow host socket closes the guest's
 //!   window instead of making it retransmit. We acknowledge everything in order that we
@@ -51,6 +51,25 @@
 //!
 //! Time is a parameter (`now`), never read here. TSval is milliseconds since the Tcb was
 //! created plus a per-connection offset.
+//!
+//! Where the letter of an RFC and Linux differ, we behave like Linux (the guest is Linux,
+//! and so is the peer it expects), each noted at the code:
+//!
+//! * Sequence test (`tcp_sequence()`): acceptable when the segment ends at or after
+//!   Last.ACK.sent and starts at or before the right edge. A retransmission of the segment
+//!   our lost ACK covered is thus processed, its TSval recorded (RFC 7323 §4.3) and echoed,
+//!   so the guest never measures a whole RTO as its RTT; entirely old segments still get
+//!   an immediate ACK.
+//! * PAWS tolerates one tick of reordering and exempts reordered pure duplicate ACKs
+//!   (`tcp_disordered_ack()`), which carry SACK information.
+//! * A retransmitted SYN in SYN-RECEIVED gets the SYN-ACK again (echoing its timestamp).
+//! * RTO floor 200 ms; quick ACKs for the first 16 data segments; slow start grows by the
+//!   bytes acknowledged (stretch ACKs); retransmissions found spurious by their timestamps
+//!   are undone (Eifel, RFC 3522/4015); SACK reneging is detected from the cumulative ACK.
+//!
+//! Memory per connection: the struct (about 800 bytes), the two rings, which grow on
+//! demand (16 KiB first, doubling) up to `recv_buf` (+ one window unit) and `send_buf`, and
+//! when there is loss at most 256 ranges (2 KiB) each for reassembly and the scoreboard.
 
 pub mod isn;
 mod reassembly;
@@ -204,8 +223,12 @@ pub struct TcbStats {
     pub retransmitted_bytes: u64,
     /// Fast recovery episodes entered (three duplicate ACKs or SACK evidence).
     pub fast_retransmits: u64,
+    /// Fast retransmits and RTOs found spurious by their timestamps (RFC 3522) and undone.
+    pub spurious_retransmits: u64,
     pub rto_expiries: u64,
     pub dup_acks: u64,
+    /// The guest discarded data it had SACKed (RFC 2018 §8); the scoreboard was reset.
+    pub sack_reneging: u64,
     /// Segments stored out of order.
     pub ooo_segments: u64,
     /// Out-of-order segments dropped because `ooo_buf` or the range list was full.

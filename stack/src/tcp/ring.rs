@@ -153,6 +153,8 @@ impl Ring {
 }
 
 #[cfg(test)]
+// Test data: truncating counters to bytes is the intent.
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 

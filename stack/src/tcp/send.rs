@@ -4,10 +4,12 @@
 
 use super::SeqNumber;
 
-/// Ranges kept on the scoreboard. A guest reports at most 4 blocks per ACK; 32 ranges cover
-/// heavy loss within one window. When full, a block that would need a new range is ignored
-/// (we may then retransmit bytes the guest has: wasteful, never wrong).
-pub(crate) const MAX_SACKED: usize = 32;
+/// Ranges kept on the scoreboard (grown by doubling up to this). A guest reports at most 4
+/// blocks per ACK, but they accumulate: random loss over a multi-MiB window leaves hundreds
+/// of holes. When full, a block that would need a new range is ignored (we may then
+/// retransmit bytes the guest has: wasteful, never wrong). The ranges lie within
+/// [SND.UNA, SND.NXT], so sequence order is total on them and binary search works.
+pub(crate) const MAX_SACKED: usize = 256;
 
 /// RFC 6675 §2: DupThresh.
 pub(crate) const DUP_THRESH: u32 = 3;
@@ -39,21 +41,11 @@ impl Scoreboard {
         if r <= l {
             return false;
         }
-        let i = self
-            .ranges
-            .iter()
-            .position(|&(_, b)| b >= l)
-            .unwrap_or(self.ranges.len());
-        let j = self.ranges[i..]
-            .iter()
-            .position(|&(a, _)| a > r)
-            .map_or(self.ranges.len(), |k| i + k);
+        let i = self.ranges.partition_point(|&(_, b)| b < l);
+        let j = self.ranges.partition_point(|&(a, _)| a <= r).max(i);
         if i == j {
             if self.ranges.len() >= MAX_SACKED {
                 return false;
-            }
-            if self.ranges.capacity() == 0 {
-                self.ranges.reserve_exact(MAX_SACKED);
             }
             self.ranges.insert(i, (l, r));
             self.sacked += span(l, r);
@@ -70,6 +62,11 @@ impl Scoreboard {
         self.ranges[i] = merged;
         self.sacked = self.sacked - removed + span(merged.0, merged.1);
         true
+    }
+
+    /// The lowest SACKed byte.
+    pub(crate) fn first_left(&self) -> Option<SeqNumber> {
+        self.ranges.first().map(|&(l, _)| l)
     }
 
     /// SND.UNA moved to `una`: forget what it covers.
@@ -105,7 +102,8 @@ impl Scoreboard {
         limit: SeqNumber,
     ) -> Option<(SeqNumber, SeqNumber)> {
         let mut start = from;
-        for &(a, b) in &self.ranges {
+        let k = self.ranges.partition_point(|&(_, b)| b <= from);
+        for &(a, b) in self.ranges.get(k..).unwrap_or_default() {
             if b <= start {
                 continue;
             }
@@ -122,7 +120,8 @@ impl Scoreboard {
     /// Bytes in `[a, b)` not SACKed.
     pub(crate) fn unsacked_between(&self, a: SeqNumber, b: SeqNumber) -> u32 {
         let mut n = span(a, b);
-        for &(l, r) in &self.ranges {
+        let k = self.ranges.partition_point(|&(_, r)| r <= a);
+        for &(l, r) in self.ranges.get(k..).unwrap_or_default() {
             if r <= a {
                 continue;
             }
@@ -166,6 +165,16 @@ pub(crate) enum Recovery {
     Loss,
 }
 
+/// What a reduction of cwnd changed, to restore it if the retransmission proves spurious
+/// (the Eifel algorithm, RFC 3522 detection with timestamps, RFC 4015 response).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Undo {
+    pub(crate) cwnd: u32,
+    pub(crate) ssthresh: u32,
+    /// TSval of the first retransmission, once sent.
+    pub(crate) tsval: Option<u32>,
+}
+
 /// A cap that keeps arithmetic far from overflow.
 const MAX_CWND: u32 = 1 << 30;
 
@@ -185,6 +194,8 @@ pub(crate) struct Congestion {
     pub(crate) dupacks: u32,
     /// RFC 6675 §5 (4.3): the first retransmission goes out regardless of cwnd.
     pub(crate) rtx_first: bool,
+    /// Set when cwnd was reduced and timestamps are in use.
+    pub(crate) undo: Option<Undo>,
 }
 
 impl Congestion {
@@ -200,6 +211,7 @@ impl Congestion {
             lost_end: una,
             dupacks: 0,
             rtx_first: false,
+            undo: None,
         }
     }
 
@@ -238,6 +250,7 @@ impl Congestion {
     /// RFC 6675 §5 (4): enter fast recovery. The first lost segment is `[una, una + mss)`
     /// at least.
     pub(crate) fn enter_fast(&mut self, una: SeqNumber, nxt: SeqNumber, lost: SeqNumber, mss: u32) {
+        self.save_undo();
         let flight = span(una, nxt);
         self.ssthresh = Self::halve(flight, mss);
         self.cwnd = self.ssthresh;
@@ -254,11 +267,34 @@ impl Congestion {
     /// presumed lost (RFC 6675 §5.1).
     pub(crate) fn on_rto(&mut self, una: SeqNumber, nxt: SeqNumber, mss: u32, first: bool) {
         if first {
+            self.save_undo();
             self.ssthresh = Self::halve(span(una, nxt), mss);
         }
         self.cwnd = mss;
         self.acked_acc = 0;
         self.mark_all_lost(una, nxt);
+    }
+
+    fn save_undo(&mut self) {
+        self.undo = Some(Undo {
+            cwnd: self.cwnd,
+            ssthresh: self.ssthresh,
+            tsval: None,
+        });
+    }
+
+    /// RFC 4015 §3.2 response to a spurious retransmission: restore cwnd and ssthresh and
+    /// end recovery; what is outstanding is in flight after all.
+    pub(crate) fn undo(&mut self, una: SeqNumber) {
+        if let Some(u) = self.undo.take() {
+            self.cwnd = self.cwnd.max(u.cwnd);
+            self.ssthresh = self.ssthresh.max(u.ssthresh);
+            self.recovery = Recovery::Open;
+            self.high_rxt = una;
+            self.lost_end = una;
+            self.dupacks = 0;
+            self.rtx_first = false;
+        }
     }
 
     /// Presume everything outstanding lost without touching cwnd (a zero-window stall).
@@ -289,6 +325,8 @@ impl Congestion {
 }
 
 #[cfg(test)]
+// Test data: truncating counters to bytes is the intent.
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 
@@ -389,7 +427,7 @@ mod tests {
         cc.exit(s(20_000), s(25_000), mss);
         assert_eq!(cc.cwnd, 6_000, "min(ssthresh, flight + mss)");
         cc.on_rto(s(20_000), s(25_000), mss, true);
-        assert_eq!((cc.ssthresh, cc.cwnd), (2_500.max(2_000), 1_000));
+        assert_eq!((cc.ssthresh, cc.cwnd), (2_500, 1_000));
         assert_eq!(cc.recovery, Recovery::Loss);
         assert_eq!(cc.lost_end, s(25_000));
     }

@@ -27,6 +27,9 @@ const READ_FLOOR: usize = 64 * 1024;
 /// Data segments acknowledged without delay at the start of a connection (Linux's
 /// quick-ACK mode), so that the guest's slow start is not held back by delayed ACKs.
 const QUICK_ACKS: u32 = 16;
+/// PAWS tolerates a TSval this much older than TS.Recent (Linux's TCP_PAWS_WINDOW): with a
+/// millisecond clock, segments sent in the same tick may arrive reordered.
+const PAWS_WINDOW: u32 = 1;
 /// RFC 7323 §5.5: TS.Recent is invalid after 24 days of idleness.
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 /// Bound for a timer deadline that would overflow `Instant`.
@@ -99,6 +102,10 @@ pub struct Tcb {
     retries: u32,
     /// A zero-window probe is outstanding.
     probing: bool,
+    /// TSval of our first retransmission after an RTO, while recovering from it: an echo
+    /// older than this measures the timeout too, not the path (Karn's rule for
+    /// timestamps), and is not an RTT sample.
+    rto_tsval: Option<u32>,
 
     // RFC 9293 §3.3.1 receive sequence variables.
     irs: SeqNumber,
@@ -197,6 +204,7 @@ impl Tcb {
             syn_retransmitted: false,
             retries: 0,
             probing: false,
+            rto_tsval: None,
             irs: SeqNumber(0),
             rcv_nxt: SeqNumber(0),
             rcv_adv: SeqNumber(0),
@@ -315,6 +323,8 @@ impl Tcb {
         self.state = State::SynReceived;
         self.snd_nxt = self.iss + 1;
         self.syn_sent_at = now;
+        // The shard may read the host socket from now on, while send_room() > 0.
+        self.read_paused = false;
         self.send_syn(now, out);
         self.timers.rtx = Some(at(now, self.rtt.rto()));
     }
@@ -350,6 +360,7 @@ impl Tcb {
     ) -> Tcb {
         let mut t = Tcb::new(ep, iss, cfg, now, State::SynSent);
         t.snd_nxt = iss + 1;
+        t.read_paused = false;
         t.send_syn(now, out);
         t.timers.rtx = Some(at(now, t.rtt.rto()));
         t
@@ -610,6 +621,12 @@ impl Tcb {
             && !f.intersects(TcpFlags::ACK | TcpFlags::RST)
             && seg.seq == self.irs
         {
+            // Echo this SYN's timestamp (Linux does), so that the guest's RTT sample
+            // measures this exchange and not the one that failed.
+            if let (true, Some(ts)) = (self.ts_ok, seg.timestamps) {
+                self.ts_recent = ts.tsval;
+                self.ts_recent_at = now;
+            }
             self.stats.retransmits += 1;
             self.send_syn(now, out);
             return;
@@ -619,8 +636,9 @@ impl Tcb {
         // unacceptable; ACK it (unless RST) and drop it.
         if self.ts_ok && !rst {
             if let Some(ts) = seg.timestamps {
-                if ts_before(ts.tsval, self.ts_recent)
+                if ts_before(ts.tsval.wrapping_add(PAWS_WINDOW), self.ts_recent)
                     && now.saturating_duration_since(self.ts_recent_at) < PAWS_IDLE
+                    && !self.disordered_ack(seg, payload.len(), ts.tsval)
                 {
                     self.stats.paws_rejected += 1;
                     self.send_ack(now, out);
@@ -629,22 +647,26 @@ impl Tcb {
             }
         }
 
-        // First, check the sequence number (RFC 9293 §3.10.7.4 table).
+        // First, check the sequence number (RFC 9293 §3.10.7.4 table), with Linux's bounds
+        // (tcp_sequence()): the segment must end at or after Last.ACK.sent and start at or
+        // before the right edge.
+        //
+        // * The left bound is Last.ACK.sent rather than RCV.NXT: a retransmission of the
+        //   segment our last (lost) ACK covered is then processed, so that RFC 7323 §4.3
+        //   records its TSval (SEG.SEQ =< Last.ACK.sent) and our reply echoes the
+        //   retransmission, not the original; otherwise the guest measures an RTT of a
+        //   whole (backed-off) RTO and inflates its timer. Its text is old and dropped.
+        // * The right edge itself is accepted: a pure ACK from a guest that filled our
+        //   window, and with a zero window the segment at RCV.NXT ("special allowance
+        //   should be made to accept valid ACKs, URGs, and RSTs"): its ACK is processed,
+        //   its text dropped.
+        //
+        // Entirely old segments, and segments beyond the window, are not acceptable.
         let seg_len = payload.len() + usize::from(syn) + usize::from(fin);
         let wnd = span(self.rcv_nxt, self.rcv_adv);
         let edge = self.rcv_nxt + wnd;
-        let acceptable = if seg_len == 0 {
-            // RCV.NXT =< SEG.SEQ < RCV.NXT+RCV.WND, or SEG.SEQ = RCV.NXT for a zero window.
-            // Like Linux we also accept SEG.SEQ = RCV.NXT+RCV.WND (a pure ACK from a guest
-            // that filled our window must still deliver its acknowledgment).
-            self.rcv_nxt <= seg.seq && seg.seq <= edge
-        } else {
-            // Some byte of the segment is in the window. With a zero window nothing is, but
-            // "special allowance should be made to accept valid ACKs, URGs, and RSTs": a
-            // segment at RCV.NXT is processed for its ACK and its text dropped (Linux too).
-            seq_add(seg.seq, seg_len) > self.rcv_nxt
-                && (seg.seq < edge || (wnd == 0 && seg.seq == self.rcv_nxt))
-        };
+        let seg_end = seq_add(seg.seq, seg_len);
+        let acceptable = self.last_ack_sent <= seg_end && seg.seq <= edge;
         if !acceptable {
             self.stats.unacceptable += 1;
             // "If an incoming segment is not acceptable, an acknowledgment should be sent in
@@ -657,6 +679,12 @@ impl Tcb {
                 self.send_ack(now, out);
             }
             return;
+        }
+
+        if seg_len > 0 && seg_end <= self.rcv_nxt {
+            // A duplicate (our ACK was lost, or the guest retransmitted early): answer it,
+            // whatever the state (a retransmitted FIN in CLOSE-WAIT, LAST-ACK, ...).
+            self.schedule_ack_now(now);
         }
 
         // RFC 7323 §4.3 (2): SEG.TSval >= TS.Recent and SEG.SEQ =< Last.ACK.sent: remember it.
@@ -721,10 +749,10 @@ impl Tcb {
 
         // Seventh, the segment text; eighth, the FIN bit.
         match self.state {
-            State::Established | State::FinWait1 | State::FinWait2 => {
-                if !payload.is_empty() || fin {
-                    self.process_text(seg.seq, payload, fin, now, eff);
-                }
+            State::Established | State::FinWait1 | State::FinWait2
+                if !payload.is_empty() || fin =>
+            {
+                self.process_text(seg.seq, payload, fin, now, eff);
             }
             // The guest's FIN was already received: text is ignored. A FIN in TIME-WAIT is
             // acknowledged and restarts the timeout.
@@ -791,6 +819,13 @@ impl Tcb {
                 self.fin_acked = true;
             }
             self.snd_una = ack;
+            if self.sb.first_left() == Some(ack) {
+                // RFC 2018 §8: the guest acknowledged up to data it had SACKed but not
+                // through it, so it discarded ("reneged") that data. Forget the SACK
+                // information; those bytes are resent as holes (Linux does the same).
+                self.sb.clear();
+                self.stats.sack_reneging += 1;
+            }
             self.sb.prune(ack);
 
             // RTT: RFC 7323 §4.1 from TSecr, else Karn's rule with the timed segment.
@@ -808,15 +843,34 @@ impl Tcb {
             self.rtt.reset_backoff();
             self.cc.dupacks = 0;
 
+            // RFC 3522 Eifel detection: the first ACK for the retransmitted data echoes a
+            // timestamp older than the retransmission's, so the original arrived.
+            if let Some(u) = self.cc.undo {
+                if let (Some(rtx), Some(ts)) = (u.tsval, seg.timestamps) {
+                    if self.cc.recovery != Recovery::Open && ts_before(ts.tsecr, rtx) {
+                        self.cc.undo(ack);
+                        self.rto_tsval = None;
+                        self.stats.spurious_retransmits += 1;
+                    } else {
+                        self.cc.undo = None;
+                    }
+                }
+            }
+
             match self.cc.recovery {
                 Recovery::Open => self.cc.on_ack(acked, mss),
-                _ if ack >= self.cc.recover => self.cc.exit(ack, self.snd_nxt, mss),
+                _ if ack >= self.cc.recover => {
+                    self.cc.exit(ack, self.snd_nxt, mss);
+                    self.rto_tsval = None;
+                }
                 Recovery::Loss => self.cc.on_ack(acked, mss),
                 Recovery::Fast => {
                     // A partial ACK (RFC 6582 §3.2 (5)): the segment now at SND.UNA was
-                    // sent before the one just repaired and is still missing: lost too.
+                    // sent before the one just repaired and is still missing: lost too,
+                    // and retransmitted at once.
                     let head = (ack + mss).min(self.snd_nxt);
                     self.cc.lost_end = self.cc.lost_end.max(head);
+                    self.cc.rtx_first = true;
                 }
             }
 
@@ -849,10 +903,11 @@ impl Tcb {
             self.snd_wl2 = ack;
         }
         if self.probing && self.snd_wnd > 0 {
-            // The window reopened. A probe byte the guest dropped is resent at once.
+            // The window reopened. What we sent into the closed window (probes) was
+            // dropped by the guest unless acknowledged: resend it at once.
             self.probing = false;
             self.rtt.reset_backoff();
-            if self.snd_nxt > self.snd_una && self.cc.recovery == Recovery::Open {
+            if self.snd_nxt > self.snd_una {
                 self.cc.mark_all_lost(self.snd_una, self.snd_nxt);
             }
         }
@@ -904,7 +959,30 @@ impl Tcb {
         true
     }
 
+    /// Linux's exemption from PAWS (tcp_disordered_ack()): a pure duplicate ACK that
+    /// changes nothing but was overtaken by a later segment carries SACK information and
+    /// is harmless; dropping it would only slow loss recovery.
+    fn disordered_ack(&self, seg: &TcpRepr, payload_len: usize, tsval: u32) -> bool {
+        let seg_wnd = u32::from(seg.window) << self.snd_shift;
+        let may_update_window = seg.ack > self.snd_una
+            || seg.seq > self.snd_wl1
+            || (seg.seq == self.snd_wl1 && seg_wnd > self.snd_wnd);
+        let rto_ms = u32::try_from(self.rtt.rto().as_millis()).unwrap_or(u32::MAX);
+        seg.flags.contains(TcpFlags::ACK)
+            && !seg.flags.intersects(TcpFlags::SYN | TcpFlags::FIN)
+            && payload_len == 0
+            && seg.seq == self.rcv_nxt
+            && seg.ack == self.snd_una
+            && !may_update_window
+            && self.ts_recent.wrapping_sub(tsval) <= rto_ms
+    }
+
     fn ts_rtt_sample(&mut self, now: Instant, tsecr: u32) {
+        if let Some(floor) = self.rto_tsval {
+            if ts_before(tsecr, floor) {
+                return;
+            }
+        }
         let d = self.ts_val(now).wrapping_sub(tsecr);
         // A TSecr from the future or older than any plausible RTT is ignored.
         if d < (1 << 31) && u64::from(d) <= 2 * 3600 * 1000 {
@@ -944,7 +1022,12 @@ impl Tcb {
             fin = false;
             self.schedule_ack_now(now);
         }
-        if fin && self.rcv_fin.is_none() && fin_seq >= self.rcv_nxt {
+        // A FIN counts only if it is not below data already held (a conforming guest never
+        // sends one there; ignoring it keeps the stream consistent).
+        if fin
+            && self.rcv_fin.is_none()
+            && fin_seq >= seq_add(self.rcv_nxt, self.recv.ooo.extent(self.rcv_nxt))
+        {
             self.rcv_fin = Some(fin_seq);
         }
 
@@ -1186,6 +1269,11 @@ impl Tcb {
             return outstanding;
         }
         let mut p = outstanding.saturating_sub(self.sb.sacked_bytes());
+        if !self.sack_ok {
+            // Without SACK each duplicate ACK says a segment left the network (RFC 5681
+            // §3.2 step 4 inflates cwnd for the same reason).
+            p = p.saturating_sub(self.cc.dupacks.saturating_mul(self.mss32()));
+        }
         if self.cc.recovery != Recovery::Open {
             let from = self.cc.high_rxt.max(self.snd_una);
             if from < self.cc.lost_end {
@@ -1273,6 +1361,14 @@ impl Tcb {
                     break;
                 }
                 let (n, fin) = self.send_data(now, s, len, with_fin, out);
+                if self.ts_ok {
+                    let tsval = self.ts_val(now);
+                    if let Some(u) = self.cc.undo.as_mut() {
+                        u.tsval.get_or_insert(tsval);
+                    }
+                } else {
+                    self.cc.undo = None;
+                }
                 self.cc.rtx_first = false;
                 self.cc.high_rxt = self.cc.high_rxt.max(s + (n + u32::from(fin)).max(1));
                 self.stats.retransmits += 1;
@@ -1345,7 +1441,7 @@ impl Tcb {
     /// after it wrote guest data to the host (so that the ACK carries a fresh window).
     pub fn poll_output(&mut self, now: Instant, out: &mut dyn SegmentSink) -> Effects {
         let sent = self.transmit(now, out);
-        if !sent && (self.ack_now || expired(self.timers.ack, now) || self.window_update_due()) {
+        if !sent && (self.ack_now || expired(self.timers.ack, now)) {
             self.send_ack(now, out);
         }
         self.finish(Effects::default())
@@ -1392,6 +1488,14 @@ impl Tcb {
             | State::FinWait1
             | State::Closing
             | State::LastAck => {
+                let outstanding = self.snd_nxt != self.snd_una;
+                let probe = !outstanding
+                    && self.snd_wnd == 0
+                    && span_usize(self.snd_nxt, self.data_end()) > 0;
+                if !outstanding && !probe {
+                    // Nothing to retransmit or probe any more.
+                    return;
+                }
                 self.retries += 1;
                 if self.retries > self.cfg.max_retries {
                     self.send_rst(self.snd_nxt, Some(self.rcv_nxt), out);
@@ -1399,19 +1503,15 @@ impl Tcb {
                     return;
                 }
                 self.rtt.back_off();
-                if self.snd_nxt == self.snd_una {
+                if probe {
                     self.zero_window_probe(now, out);
                     return;
                 }
                 self.stats.rto_expiries += 1;
-                if self.retries >= 2 {
-                    // Repeated timeouts: the guest may have discarded data it SACKed
-                    // (RFC 2018 §8 reneging); resend everything unacknowledged.
-                    self.sb.clear();
-                }
                 if self.snd_wnd == 0 {
                     // A closed window, not congestion: probe with what is outstanding.
                     self.stats.window_probes += 1;
+                    self.probing = true;
                     self.cc.mark_all_lost(self.snd_una, self.snd_nxt);
                 } else {
                     let first = self.retries == 1;
@@ -1420,6 +1520,9 @@ impl Tcb {
                 }
                 self.rtt_probe = None;
                 self.timers.rtx = Some(at(now, self.rtt.rto()));
+                if self.ts_ok && self.rto_tsval.is_none() {
+                    self.rto_tsval = Some(self.ts_val(now));
+                }
                 self.transmit(now, out);
             }
             _ => {}
@@ -1429,13 +1532,10 @@ impl Tcb {
     /// RFC 9293 §3.8.6.1: with a zero window and nothing outstanding, send one byte of new
     /// data beyond the window; the guest's ACK announces its window.
     fn zero_window_probe(&mut self, now: Instant, out: &mut dyn SegmentSink) {
-        let data_end = self.data_end();
-        if self.snd_wnd != 0 || span_usize(self.snd_nxt, data_end) == 0 {
-            return;
-        }
         let seq = self.snd_nxt;
         let (n, _) = self.send_data(now, seq, 1, false, out);
         self.snd_nxt = seq + n;
+        self.stats.bytes_out += u64::from(n);
         self.probing = true;
         self.stats.window_probes += 1;
         self.timers.rtx = Some(at(now, self.rtt.rto()));
@@ -1450,19 +1550,24 @@ impl Tcb {
     }
 
     /// `n` bytes of `host_data()` went into the host socket: their room reopens our
-    /// window. Sends a window update at once if the window had been closed or below two
-    /// segments and has grown past the SWS threshold; otherwise the next ACK carries it.
+    /// window. When the window grew past the SWS threshold and either was below two
+    /// segments (the update is sent at once) or at least doubled (sent by the next
+    /// `poll_output`, as Linux does after a read), a window update is due; otherwise the
+    /// next ACK carries the new window.
     pub fn host_wrote(&mut self, n: usize, now: Instant, out: &mut dyn SegmentSink) -> Effects {
         let n = n.min(self.recv.ring.len());
         self.recv.ring.consume(n);
         if self.recv.ooo.is_empty() {
             self.recv.ring.rewind_if_empty();
         }
-        if n > 0
-            && span_usize(self.rcv_nxt, self.rcv_adv) < 2 * self.rcv_mss
-            && self.window_update_due()
-        {
-            self.send_ack(now, out);
+        if n > 0 && self.window_update_due() {
+            if span_usize(self.rcv_nxt, self.rcv_adv) < 2 * self.rcv_mss {
+                // The guest may be stalled on our window: tell it now.
+                self.send_ack(now, out);
+            } else {
+                // Worth announcing, but it can ride on this turn's ACK or data.
+                self.schedule_ack_now(now);
+            }
         }
         self.finish(Effects::default())
     }
@@ -1559,5 +1664,17 @@ impl std::fmt::Debug for Tcb {
             .field("ep", &self.ep)
             .field("vars", &self.vars())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tcb;
+
+    #[test]
+    fn a_connection_is_small_before_it_carries_data() {
+        // The rings and range lists allocate on first use; the struct itself stays small.
+        let size = std::mem::size_of::<Tcb>();
+        assert!(size <= 1024, "{size} bytes");
     }
 }
