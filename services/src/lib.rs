@@ -4,4 +4,5 @@
 pub mod api;
 pub mod dhcp;
 pub mod dns;
+pub mod forwarder;
 pub mod notify;
