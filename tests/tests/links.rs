@@ -15,6 +15,20 @@ use tests::{bin_path, require_root, run_qemu, run_uml, tmp_dir, wait_for_path, C
 
 /// ping the gateway and the host alias; nobody answers ARP for an unused address.
 fn assert_gateway_reachable(ns: &Netns) {
+    // gvforwarder attaches in the background: wait until the link carries a first echo,
+    // then every ping must be answered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ns
+        .exec(&["ping", "-c", "1", "-W", "1", "192.168.127.1"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the link of {} never came up",
+            ns.name()
+        );
+    }
     for ip in ["192.168.127.1", "192.168.127.254"] {
         let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "3", ip]);
         assert!(
@@ -225,7 +239,7 @@ fn junk(len: usize, seed: &mut u64) -> Vec<u8> {
             *seed ^= *seed << 13;
             *seed ^= *seed >> 7;
             *seed ^= *seed << 17;
-            (*seed >> 24) as u8
+            (*seed >> 24).to_le_bytes()[0]
         })
         .collect()
 }

@@ -43,8 +43,11 @@ const GATEWAY: &str = "192.168.127.1";
 const GUEST_IP: &str = "192.168.127.2";
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
-/// Upper bound for one bulk transfer in one direction.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(180);
+/// Upper bound for one 1 GiB transfer in one direction (48 Mbit/s).
+const BULK_TIMEOUT: Duration = Duration::from_secs(180);
+/// Upper bound for one 200 MiB transfer over the lossy link (28 Mbit/s): slower is the
+/// collapse the issue rules out (and would eat the suite's time budget).
+const LOSSY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A blocked read or write this long means the transfer stalled.
 const STALL: Duration = Duration::from_secs(30);
 const IO_CHUNK: usize = 1 << 20;
@@ -437,6 +440,8 @@ struct Transfer {
     bytes: u64,
     elapsed: Duration,
     sha256: String,
+    /// How the host's side saw the end: `Err` if not a clean EOF.
+    host_close: Result<(), String>,
 }
 
 impl Transfer {
@@ -447,7 +452,7 @@ impl Transfer {
 
 /// The guest connects to a sink on the host's 127.0.0.1 through .254 and sends `src`
 /// as fast as it can; the sink stores what it gets. sha256 of what arrived.
-fn guest_to_host(g: &NatGuest, src: &DataFile) -> Transfer {
+fn guest_to_host(g: &NatGuest, src: &DataFile, timeout: Duration) -> Transfer {
     let (listener, port) = listen_local();
     let out_path = src.copy_path("guest-to-host");
     let sink_path = out_path.clone();
@@ -456,7 +461,8 @@ fn guest_to_host(g: &NatGuest, src: &DataFile) -> Transfer {
         let (mut conn, _) = accept_before(&listener, start + Duration::from_secs(15))?;
         tune(&conn);
         let mut f = File::create(&sink_path)?;
-        let n = copy_until_eof(&mut conn, &mut f, start + TRANSFER_TIMEOUT)?;
+        let n = copy_until_eof(&mut conn, &mut f, start + timeout)
+            .map_err(|e| io::Error::new(e.kind(), format!("receiving: {e}")))?;
         // Closing tells the guest that everything arrived.
         Ok(n)
     });
@@ -468,8 +474,8 @@ fn guest_to_host(g: &NatGuest, src: &DataFile) -> Transfer {
             .unwrap_or_else(|e| panic!("guest: connect to {to}: {e}"));
         tune(&conn);
         let mut f = File::open(&src_path).unwrap();
-        copy_until_eof(&mut f, &mut conn, start + TRANSFER_TIMEOUT)
-            .unwrap_or_else(|e| panic!("guest → host: sending: {e}"));
+        copy_until_eof(&mut f, &mut conn, start + timeout)
+            .unwrap_or_else(|e| panic!("guest → host: sending: {e} (bound {timeout:?})"));
         conn.shutdown(Shutdown::Write).unwrap();
         let mut rest = Vec::new();
         let n = conn
@@ -485,25 +491,30 @@ fn guest_to_host(g: &NatGuest, src: &DataFile) -> Transfer {
         bytes,
         elapsed,
         sha256,
+        host_close: Ok(()),
     }
 }
 
 /// The guest connects to a source on the host's 127.0.0.1 that sends `src` as fast as
 /// it can; the guest stores what it gets. sha256 of what arrived.
-fn host_to_guest(g: &NatGuest, src: &DataFile) -> Transfer {
+fn host_to_guest(g: &NatGuest, src: &DataFile, timeout: Duration) -> Transfer {
     let (listener, port) = listen_local();
     let src_path = src.path.clone();
-    let source = std::thread::spawn(move || -> io::Result<u64> {
+    let source = std::thread::spawn(move || -> io::Result<(u64, Result<(), String>)> {
         let start = Instant::now();
         let (mut conn, _) = accept_before(&listener, start + Duration::from_secs(15))?;
         tune(&conn);
         let mut f = File::open(&src_path)?;
-        let n = copy_until_eof(&mut f, &mut conn, start + TRANSFER_TIMEOUT)?;
+        let n = copy_until_eof(&mut f, &mut conn, start + timeout)
+            .map_err(|e| io::Error::new(e.kind(), format!("sending: {e}")))?;
         conn.shutdown(Shutdown::Write)?;
-        // The guest closes once it has everything.
+        // The guest closes once it has everything: a clean EOF, not a reset.
         let mut rest = Vec::new();
-        conn.read_to_end(&mut rest)?;
-        Ok(n)
+        let close = conn
+            .read_to_end(&mut rest)
+            .map(drop)
+            .map_err(|e| format!("all {n} bytes sent, then waiting for the guest's close: {e}"));
+        Ok((n, close))
     });
     let to = SocketAddr::V4(SocketAddrV4::new(HOST_ALIAS, port));
     let out_path = src.copy_path("host-to-guest");
@@ -514,11 +525,12 @@ fn host_to_guest(g: &NatGuest, src: &DataFile) -> Transfer {
             .unwrap_or_else(|e| panic!("guest: connect to {to}: {e}"));
         tune(&conn);
         let mut f = File::create(&guest_path).unwrap();
-        let n = copy_until_eof(&mut conn, &mut f, start + TRANSFER_TIMEOUT)
-            .unwrap_or_else(|e| panic!("host → guest: receiving: {e}"));
+        let n = copy_until_eof(&mut conn, &mut f, start + timeout)
+            .unwrap_or_else(|e| panic!("host → guest: receiving: {e} (bound {timeout:?})"));
         (n, start.elapsed())
     });
-    let sent = join(source).unwrap_or_else(|e| panic!("host → guest: source: {e}"));
+    let (sent, host_close) = join(source)
+        .unwrap_or_else(|e| panic!("host → guest: source: {e} (the guest got {bytes} bytes)"));
     assert_eq!(sent, src.len, "the source did not send everything");
     let sha256 = sha256_file(&out_path);
     let _ = std::fs::remove_file(&out_path);
@@ -526,15 +538,15 @@ fn host_to_guest(g: &NatGuest, src: &DataFile) -> Transfer {
         bytes,
         elapsed,
         sha256,
+        host_close,
     }
 }
 
-/// Both directions, checked by sha256 and printed.
-fn transfer_both_ways(g: &NatGuest, src: &DataFile, what: &str) {
-    for (dir, t) in [
-        ("guest → host", guest_to_host(g, src)),
-        ("host → guest", host_to_guest(g, src)),
-    ] {
+/// Both directions, checked by sha256 and printed. Returns what went wrong at the end of
+/// the connections (a reset instead of a clean close), for the caller to assert last.
+fn transfer_both_ways(g: &NatGuest, src: &DataFile, timeout: Duration, what: &str) -> Vec<String> {
+    let mut close_errors = Vec::new();
+    let mut check = |dir: &str, t: Transfer| {
         println!(
             "{what}: {dir}: {} MiB in {:.2} s = {:.2} Gbit/s",
             t.bytes / MIB,
@@ -543,7 +555,13 @@ fn transfer_both_ways(g: &NatGuest, src: &DataFile, what: &str) {
         );
         assert_eq!(t.bytes, src.len, "{what}: {dir}: byte count differs");
         assert_eq!(t.sha256, src.sha256, "{what}: {dir}: sha256 differs");
-    }
+        if let Err(e) = t.host_close {
+            close_errors.push(format!("{what}: {dir}: the host's side: {e}"));
+        }
+    };
+    check("guest → host", guest_to_host(g, src, timeout));
+    check("host → guest", host_to_guest(g, src, timeout));
+    close_errors
 }
 
 // ---------------------------------------------------------------------------------
@@ -561,7 +579,8 @@ fn bulk_1gib(mtu: u32) {
             faults: None,
         },
     );
-    transfer_both_ways(&g, &src, &format!("1 GiB at MTU {}", g.mtu));
+    let close_errors =
+        transfer_both_ways(&g, &src, BULK_TIMEOUT, &format!("1 GiB at MTU {}", g.mtu));
     g.gv.assert_running();
     let peak = g.gv.peak_rss_bytes();
     println!(
@@ -574,6 +593,7 @@ fn bulk_1gib(mtu: u32) {
         peak as f64 / MIB as f64,
         PEAK_RSS_LIMIT / MIB
     );
+    assert!(close_errors.is_empty(), "{close_errors:?}");
 }
 
 #[test]
@@ -1235,10 +1255,15 @@ fn lossy_link_200mib_each_way(shards: usize) {
             faults: Some(faults),
         },
     );
-    transfer_both_ways(&g, &src, "200 MiB over a lossy link");
+    let transfers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        transfer_both_ways(&g, &src, LOSSY_TIMEOUT, "200 MiB over a lossy link")
+    }));
+    // What the relay and gvproxy's TCP did, printed whether or not the transfers worked.
+    print_tcp_counters(&g);
     let st = g.relay.as_ref().unwrap().stats();
     println!("relay guest → host: {}", st.guest_to_host);
     println!("relay host → guest: {}", st.host_to_guest);
+    let close_errors = transfers.unwrap_or_else(|p| std::panic::resume_unwind(p));
     assert_eq!(st.connections, 1, "gvforwarder reconnected");
     for (dir, d) in [
         ("guest → host", st.guest_to_host),
@@ -1246,6 +1271,7 @@ fn lossy_link_200mib_each_way(shards: usize) {
     ] {
         assert_faults(dir, &d, &faults);
     }
+    assert!(close_errors.is_empty(), "{close_errors:?}");
 }
 
 /// The relay really did what was asked, near the asked rates.
@@ -1269,4 +1295,23 @@ fn assert_faults(dir: &str, d: &DirectionStats, cfg: &FaultConfig) {
             rate * 100.0
         );
     }
+}
+
+/// gvproxy's TCP counters (totals over the shards), for the log of a lossy run.
+fn print_tcp_counters(g: &NatGuest) {
+    let stats = g.stats();
+    let tcp = &stats["tcp"];
+    let names = [
+        "segments_out",
+        "retransmits",
+        "fast_retransmits",
+        "rto_expiries",
+        "dup_acks",
+        "ooo_segments",
+        "ooo_dropped",
+        "resets_in",
+        "resets_out",
+    ];
+    let shown: Vec<String> = names.iter().map(|n| format!("{n} {}", tcp[*n])).collect();
+    println!("gvproxy tcp: {}", shown.join(", "));
 }
