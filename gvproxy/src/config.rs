@@ -42,6 +42,15 @@ pub const SPECS: &[Spec] = &[
         "192.168.127.0/24",
         "subnet of the virtual network",
     ),
+    Spec::value(
+        "shards",
+        "0",
+        "NAT event loops (threads) for guest flows; 0 = one per available core",
+    ),
+    Spec::bool(
+        "ec2-metadata-access",
+        "let guests reach link-local 169.254.0.0/16 (cloud metadata services)",
+    ),
     Spec::bool("debug", "debug logging"),
     Spec::value("pid-file", "", "write the process id to this file"),
     Spec::value("log-file", "", "write logs to this file instead of stderr"),
@@ -54,6 +63,7 @@ pub const DEFAULT_DEVICE_MAC: MacAddr = MacAddr([0x5a, 0x94, 0xef, 0xe4, 0x0c, 0
 pub const DEFAULT_VPNKIT_UUID: &str = "c3d68012-0208-11ea-9fd7-f2189899ab08";
 pub const MAX_MTU: u16 = 65520;
 pub const MIN_MTU: u16 = 576;
+pub const MAX_SHARDS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -71,6 +81,9 @@ pub struct Config {
     pub host_ip: Ipv4Addr,
     pub gateway_mac: MacAddr,
     pub vpnkit_macs: Vec<(String, MacAddr)>,
+    /// NAT shards (threads).
+    pub shards: usize,
+    pub ec2_metadata_access: bool,
     pub debug: bool,
     pub pid_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
@@ -212,6 +225,22 @@ fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
     }
     let (gateway_ip, device_ip, host_ip) = derive_addresses(subnet, prefix_len);
 
+    let shards_text = flags.get_or("shards", "0");
+    let shards: usize = shards_text
+        .parse()
+        .map_err(|_| err("shards", format!("{shards_text:?} is not a number")))?;
+    if shards > MAX_SHARDS {
+        return Err(err(
+            "shards",
+            format!("{shards} is out of range (0..={MAX_SHARDS}; 0 = one per core)"),
+        ));
+    }
+    let shards = if shards == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        shards
+    };
+
     Ok(Config {
         listen,
         listen_qemu,
@@ -227,6 +256,8 @@ fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
         host_ip,
         gateway_mac: DEFAULT_GATEWAY_MAC,
         vpnkit_macs: vec![(DEFAULT_VPNKIT_UUID.to_string(), DEFAULT_DEVICE_MAC)],
+        shards,
+        ec2_metadata_access: flags.bool("ec2-metadata-access"),
         debug: flags.bool("debug"),
         pid_file: flags
             .get("pid-file")
@@ -300,6 +331,20 @@ mod tests {
         assert_eq!(c.host_ip, Ipv4Addr::new(192, 168, 127, 254));
         assert_eq!(c.prefix_len, 24);
         assert!(c.listen.is_empty());
+        assert!(c.shards >= 1);
+        assert!(!c.ec2_metadata_access);
+    }
+
+    #[test]
+    fn shards_and_metadata_flags() {
+        let c = run(&["-shards", "3", "-ec2-metadata-access"]).unwrap();
+        assert_eq!(c.shards, 3);
+        assert!(c.ec2_metadata_access);
+        let c = run(&["--shards=0"]).unwrap();
+        assert!(c.shards >= 1);
+        assert_eq!(run(&["-shards", "x"]).unwrap_err().flag, "shards");
+        assert_eq!(run(&["-shards", "100000"]).unwrap_err().flag, "shards");
+        assert_eq!(run(&["-shards", "-1"]).unwrap_err().flag, "shards");
     }
 
     #[test]

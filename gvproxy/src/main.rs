@@ -6,6 +6,7 @@ mod accept;
 mod config;
 mod netloop;
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::thread;
@@ -15,6 +16,8 @@ use nix::sys::signal::{SigSet, Signal};
 
 use config::{Command, Config};
 use stack::gateway::GatewayConfig;
+use stack::nat::NatTable;
+use stack::shard::ShardConfig;
 use transports::endpoint::Endpoint;
 use transports::listen::{bind_seqpacket, bind_unixgram, Listener};
 
@@ -50,6 +53,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Every NAT flow holds a host socket: lift the soft limit on open files to the hard one
+/// (as Go's runtime does for upstream gvproxy), so thousands of guest connections fit.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!("open files limit raised from {soft} to {hard}"),
+            Err(e) => log::warn!("cannot raise the open files limit from {soft}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot read the open files limit: {e}"),
+    }
+}
+
 /// Files to remove on the way out.
 #[derive(Default)]
 struct Cleanup(Vec<PathBuf>);
@@ -72,6 +89,7 @@ fn run(cfg: &Config) -> Result<(), String> {
         .map_err(|e| format!("cannot block signals: {e}"))?;
 
     info!("gvproxy version {VERSION}");
+    raise_nofile_limit();
     info!(
         "virtual network {}/{}: gateway {}, first guest {}, host alias {} (127.0.0.1), mtu {}",
         cfg.subnet, cfg.prefix_len, cfg.gateway_ip, cfg.device_ip, cfg.host_ip, cfg.mtu
@@ -136,13 +154,24 @@ fn run(cfg: &Config) -> Result<(), String> {
         ip: cfg.gateway_ip,
         prefix_len: cfg.prefix_len,
         virtual_ips: vec![cfg.host_ip],
+        nat_ips: vec![cfg.host_ip],
         mtu: cfg.mtu,
     };
     // A link whose loss ends gvproxy (stdio) stops it the way a signal does.
     let stop = Box::new(|| {
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGTERM);
     });
-    let (netloop, handle) = netloop::NetLoop::new(gw, stop)
+    // Host alias → loopback, as upstream's default NAT table.
+    let mut nat = NatTable::new(
+        cfg.subnet,
+        cfg.prefix_len,
+        vec![cfg.gateway_ip, cfg.host_ip],
+    );
+    nat.insert(cfg.host_ip, Ipv4Addr::LOCALHOST);
+    nat.set_ec2_metadata_access(cfg.ec2_metadata_access);
+    let shard_cfg = ShardConfig::new(cfg.gateway_mac, cfg.gateway_ip, cfg.mtu, nat);
+    info!("NAT: {} shard(s)", cfg.shards);
+    let (netloop, handle) = netloop::NetLoop::new(gw, shard_cfg, cfg.shards, stop)
         .map_err(|e| format!("cannot start the switch loop: {e}"))?;
     thread::Builder::new()
         .name("switch".into())

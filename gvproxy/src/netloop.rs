@@ -7,14 +7,22 @@
 //!  link fds ──readable──▶ Link::read_frames ─▶ route(port, frame)
 //!                                                 ├─▶ Switch::process ─▶ other links' queues
 //!                                                 └─▶ Gateway::process_frame ─▶ gw_out ─▶ route(gw, ..)
+//!                                                       └─ Verdict::Transport ─▶ hash(flow) ─▶ shard k's FrameBatch
+//!  end of the read turn: each non-empty shard batch ─▶ ShardMsg::Frames + wake shard k
+//!  shards ──SwitchMsg::Frames + Waker──▶ route(gw, ..) frame by frame ─▶ batch back to the shard
 //!  after each batch: flush every link with queued frames (WRITABLE interest only while
 //!  the kernel buffer is full)
 //! ```
 //!
 //! Readiness is edge-triggered: a link cut off by the read budget goes on a backlog and
 //! is read again next turn without waiting for a new event.
+//!
+//! Backpressure: a shard's frames stop being switched while the link they go to has more
+//! than [`LINK_HIGH_WATER`] bytes queued; the shard gets its batches back only once they
+//! are switched, and holds its output while all its batches are out. Guest frames for a
+//! shard that is behind by more than [`SHARD_IN_LIMIT`] bytes are dropped and counted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -27,8 +35,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::{json, Value};
 
 use stack::batch::FrameBatch;
-use stack::counters::DropCounters;
+use stack::counters::{DropCounters, DropReason};
+use stack::flow::{FlowHasher, FlowKey};
 use stack::gateway::{Gateway, GatewayConfig, Verdict};
+use stack::shard::{self, ShardConfig, ShardHandle, ShardMsg, ShardStats, SwitchMsg};
 use stack::wire::EthernetFrame;
 use switch::{Decision, Learned, PortId, Switch};
 use transports::link::{Link, LinkError, ReadStatus};
@@ -39,6 +49,15 @@ const READ_BUDGET: usize = 256;
 pub const TX_LIMIT_BYTES: usize = 4 << 20;
 const WAKER: Token = Token(usize::MAX);
 const AGE_EVERY: Duration = Duration::from_secs(30);
+/// A shard's frames wait while the link they go to has this much queued (below the link's
+/// limit, so frames from shards are never dropped at a live link).
+pub const LINK_HIGH_WATER: usize = TX_LIMIT_BYTES / 2;
+/// Guest frame bytes handed to a shard and not yet processed; beyond it frames are dropped.
+pub const SHARD_IN_LIMIT: usize = 16 << 20;
+/// A shard's input batch is handed over early once it holds this much.
+const SHARD_BATCH_BYTES: usize = 256 << 10;
+/// How long `/stats` waits for each shard.
+const SHARD_STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Tokens: port number * 2 for the read side, + 1 for a separate write fd (stdio).
 fn read_token(port: PortId) -> Token {
@@ -61,7 +80,7 @@ pub struct NewLink {
 
 /// Requests from the API threads.
 pub enum Command {
-    Link(NewLink),
+    Link(Box<NewLink>),
     Stats(Sender<Value>),
 }
 
@@ -70,6 +89,7 @@ pub enum Command {
 pub struct Handle {
     tx: Sender<Command>,
     waker: Arc<Waker>,
+    shards: Vec<ShardHandle>,
 }
 
 impl Handle {
@@ -78,16 +98,114 @@ impl Handle {
     }
 
     pub fn add_link(&self, link: NewLink) -> bool {
-        self.send(Command::Link(link))
+        self.send(Command::Link(Box::new(link)))
     }
 
-    /// Asks the loop for a counters snapshot (None if it does not answer in time).
+    /// Asks the loop and the shards for a counters snapshot (None if the loop does not
+    /// answer in time; a shard that does not answer is left out).
     pub fn stats(&self) -> Option<Value> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         if !self.send(Command::Stats(tx)) {
             return None;
         }
-        rx.recv_timeout(Duration::from_secs(5)).ok()
+        let mut v = rx.recv_timeout(Duration::from_secs(5)).ok()?;
+        let shards: Vec<ShardStats> = self
+            .shards
+            .iter()
+            .filter_map(|s| s.stats(SHARD_STATS_TIMEOUT))
+            .collect();
+        add_shard_stats(&mut v, &shards, self.shards.len());
+        Some(v)
+    }
+}
+
+/// The `flows`, `tcp`, `udp`, `icmp` and `shard_frames` sections: totals, plus the same
+/// counters per shard under `shards`; shard drops are added to `drops`.
+fn add_shard_stats(v: &mut Value, shards: &[ShardStats], configured: usize) {
+    let mut total = ShardStats::default();
+    for s in shards {
+        total.add(s);
+    }
+    let tcp = |s: &ShardStats| {
+        let mut m: serde_json::Map<String, Value> = s
+            .tcp
+            .iter()
+            .map(|(k, n)| (k.to_string(), json!(n)))
+            .collect();
+        for (k, n) in shard::stats::tcb_stats_iter(&s.tcp_engine) {
+            m.insert(k.to_string(), json!(n));
+        }
+        m
+    };
+    let section = |total: serde_json::Map<String, Value>,
+                   per: Vec<serde_json::Map<String, Value>>| {
+        let mut m = total;
+        let per: Vec<Value> = per
+            .into_iter()
+            .zip(shards)
+            .map(|(mut p, s)| {
+                p.insert("shard".into(), json!(s.shard));
+                Value::Object(p)
+            })
+            .collect();
+        m.insert("shards".into(), Value::Array(per));
+        Value::Object(m)
+    };
+    let map = |it: &mut dyn Iterator<Item = (&'static str, u64)>| {
+        it.map(|(k, n)| (k.to_string(), json!(n)))
+            .collect::<serde_json::Map<String, Value>>()
+    };
+    let Some(obj) = v.as_object_mut() else {
+        return;
+    };
+    obj.insert(
+        "flows".into(),
+        json!({
+            "open": total.flows_open(),
+            "tcp": total.tcp.flows_open,
+            "udp": total.udp.flows_open,
+            "icmp": total.icmp.flows_open,
+            "shards_configured": configured,
+            "shards_answered": shards.len(),
+            "shards": shards.iter().map(|s| json!({
+                "shard": s.shard,
+                "open": s.flows_open(),
+                "tcp": s.tcp.flows_open,
+                "udp": s.udp.flows_open,
+                "icmp": s.icmp.flows_open,
+            })).collect::<Vec<_>>(),
+        }),
+    );
+    obj.insert(
+        "tcp".into(),
+        section(tcp(&total), shards.iter().map(tcp).collect()),
+    );
+    obj.insert(
+        "udp".into(),
+        section(
+            map(&mut total.udp.iter()),
+            shards.iter().map(|s| map(&mut s.udp.iter())).collect(),
+        ),
+    );
+    obj.insert(
+        "icmp".into(),
+        section(
+            map(&mut total.icmp.iter()),
+            shards.iter().map(|s| map(&mut s.icmp.iter())).collect(),
+        ),
+    );
+    obj.insert(
+        "shard_frames".into(),
+        section(
+            map(&mut total.frames.iter()),
+            shards.iter().map(|s| map(&mut s.frames.iter())).collect(),
+        ),
+    );
+    if let Some(Value::Object(drops)) = obj.get_mut("drops") {
+        for (name, n) in total.drops.iter().filter(|&(_, n)| n > 0) {
+            let cur = drops.get(name).and_then(Value::as_u64).unwrap_or(0);
+            drops.insert(name.to_string(), json!(cur + n));
+        }
     }
 }
 
@@ -117,8 +235,22 @@ pub struct NetLoop {
     /// Links closed because their peer broke the framing or the socket failed.
     links_closed: u64,
     links_oversize: u64,
-    /// Frames for flows (TCP/UDP/ICMP to other hosts) until NAT exists.
+    /// Frames the loop dropped on the way to a shard.
     unrouted: DropCounters,
+    shards: Vec<ShardHandle>,
+    hasher: FlowHasher,
+    /// Guest frames being collected for each shard this turn.
+    shard_in: Vec<FrameBatch>,
+    /// Bytes handed to each shard and not yet returned.
+    shard_in_flight: Vec<usize>,
+    /// Empty batches for `shard_in`.
+    free_batches: Vec<FrameBatch>,
+    from_shards: Receiver<SwitchMsg>,
+    /// Shards' frames for the guests not switched yet (the first may be partly done).
+    shard_out: VecDeque<(usize, FrameBatch)>,
+    shard_out_cursor: usize,
+    /// Switching of shard frames waits for this port's queue to drain.
+    blocked_on: Option<PortId>,
     /// Counters of links that are gone, so totals never go backwards.
     closed_rx_runts: u64,
     closed_tx_dropped: u64,
@@ -127,13 +259,27 @@ pub struct NetLoop {
 }
 
 impl NetLoop {
+    /// The loop, and `shards` NAT shards started on threads of their own.
     pub fn new(
         gw: GatewayConfig,
+        shard_cfg: ShardConfig,
+        shards: usize,
         on_fatal_close: Box<dyn Fn() + Send>,
     ) -> io::Result<(NetLoop, Handle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
+        let (to_switch, from_shards) = crossbeam_channel::unbounded();
+        let mut handles = Vec::new();
+        for id in 0..shards.max(1) {
+            handles.push(shard::spawn(
+                shard_cfg.clone(),
+                id,
+                to_switch.clone(),
+                waker.clone(),
+            )?);
+        }
+        let n = handles.len();
         let now = Instant::now();
         let mut switch = Switch::new();
         let gateway_port = switch.add_port();
@@ -151,12 +297,28 @@ impl NetLoop {
             links_closed: 0,
             links_oversize: 0,
             unrouted: DropCounters::default(),
+            shards: handles.clone(),
+            hasher: FlowHasher::random(),
+            shard_in: (0..n).map(|_| FrameBatch::new()).collect(),
+            shard_in_flight: vec![0; n],
+            free_batches: Vec::new(),
+            from_shards,
+            shard_out: VecDeque::new(),
+            shard_out_cursor: 0,
+            blocked_on: None,
             closed_rx_runts: 0,
             closed_tx_dropped: 0,
             on_fatal_close,
             last_age: now,
         };
-        Ok((lp, Handle { tx, waker }))
+        Ok((
+            lp,
+            Handle {
+                tx,
+                waker,
+                shards: handles,
+            },
+        ))
     }
 
     /// Runs until the process ends.
@@ -175,11 +337,15 @@ impl NetLoop {
                 continue;
             }
             let now = Instant::now();
+            // Shards return input batches without a wake-up: look every turn, so the
+            // in-flight count never lags behind what they processed.
+            self.drain_shards();
             let mut readable: Vec<PortId> = std::mem::take(&mut self.backlog);
             for ev in events.iter() {
                 let t = ev.token();
                 if t == WAKER {
                     self.drain_commands(now);
+                    self.drain_shards();
                     continue;
                 }
                 let port = t.0 / 2;
@@ -195,6 +361,15 @@ impl NetLoop {
             for port in readable {
                 self.read_port(port, now);
             }
+            self.send_shard_batches();
+            // Shard frames wait for full link queues: flush, switch more, until one
+            // blocks on a full socket or nothing is left.
+            for _ in 0..16 {
+                self.flush_dirty();
+                if !self.switch_shard_frames(now) {
+                    break;
+                }
+            }
             self.flush_dirty();
             if now.duration_since(self.last_age) >= AGE_EVERY {
                 self.last_age = now;
@@ -208,7 +383,7 @@ impl NetLoop {
     fn drain_commands(&mut self, now: Instant) {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
-                Command::Link(nl) => self.add_link(nl, now),
+                Command::Link(nl) => self.add_link(*nl, now),
                 Command::Stats(reply) => {
                     let _ = reply.send(self.stats());
                 }
@@ -269,7 +444,9 @@ impl NetLoop {
             return;
         };
         let result = {
-            let mut on_frame = |frame: &[u8]| self.route(port, frame, now);
+            let mut on_frame = |frame: &[u8]| {
+                self.route(port, frame, now);
+            };
             p.link.read_frames(READ_BUDGET, &mut on_frame)
         };
         let close = match result {
@@ -296,9 +473,9 @@ impl NetLoop {
     }
 
     /// Switches one frame that entered on `port`.
-    fn route(&mut self, port: PortId, frame: &[u8], now: Instant) {
+    fn route(&mut self, port: PortId, frame: &[u8], now: Instant) -> Decision {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            return;
+            return Decision::Filter;
         };
         let (decision, learned) = self
             .switch
@@ -321,6 +498,109 @@ impl NetLoop {
             }
             Decision::Filter => {}
         }
+        decision
+    }
+
+    /// Adds a guest frame to the batch of the shard that owns its flow.
+    fn dispatch_to_shard(&mut self, frame: &[u8]) {
+        let Some(key) = FlowKey::of_frame(frame) else {
+            self.unrouted.count(DropReason::NoRoute);
+            return;
+        };
+        let k = self.hasher.shard_of(&key, self.shards.len());
+        let (Some(batch), Some(&in_flight)) =
+            (self.shard_in.get_mut(k), self.shard_in_flight.get(k))
+        else {
+            return;
+        };
+        if in_flight + batch.bytes() + frame.len() > SHARD_IN_LIMIT {
+            self.unrouted.count(DropReason::ShardBusy);
+            return;
+        }
+        batch.push(frame);
+        if batch.bytes() >= SHARD_BATCH_BYTES {
+            self.send_shard_batch(k);
+        }
+    }
+
+    fn send_shard_batch(&mut self, k: usize) {
+        let fresh = self.free_batches.pop().unwrap_or_default();
+        let Some(slot) = self.shard_in.get_mut(k) else {
+            return;
+        };
+        let batch = std::mem::replace(slot, fresh);
+        if batch.is_empty() {
+            return;
+        }
+        if let (Some(n), Some(shard)) = (self.shard_in_flight.get_mut(k), self.shards.get(k)) {
+            *n += batch.bytes();
+            if !shard.send(ShardMsg::Frames(batch)) {
+                warn!("shard {k} is gone; its frames are lost");
+            }
+        }
+    }
+
+    /// End of a read turn: every shard gets what was collected for it.
+    fn send_shard_batches(&mut self) {
+        for k in 0..self.shard_in.len() {
+            if self.shard_in.get(k).is_some_and(|b| !b.is_empty()) {
+                self.send_shard_batch(k);
+            }
+        }
+    }
+
+    /// Messages from the shards: frames to switch, input batches to reuse.
+    fn drain_shards(&mut self) {
+        while let Ok(msg) = self.from_shards.try_recv() {
+            match msg {
+                SwitchMsg::Frames { shard, batch } => self.shard_out.push_back((shard, batch)),
+                SwitchMsg::Recycle { shard, mut batch } => {
+                    if let Some(n) = self.shard_in_flight.get_mut(shard) {
+                        *n = n.saturating_sub(batch.bytes());
+                    }
+                    if self.free_batches.len() < 4 * self.shards.len() {
+                        batch.clear();
+                        self.free_batches.push(batch);
+                    }
+                }
+            }
+        }
+    }
+
+    fn congested(&self, port: PortId) -> bool {
+        matches!(self.links.get(port), Some(Some(p)) if p.link.pending_bytes() > LINK_HIGH_WATER)
+    }
+
+    /// Switches shard frames until a destination link is congested. Returns whether any
+    /// frame was switched.
+    fn switch_shard_frames(&mut self, now: Instant) -> bool {
+        let mut progress = false;
+        while let Some((shard, batch)) = self.shard_out.pop_front() {
+            while self.shard_out_cursor < batch.len() {
+                if let Some(p) = self.blocked_on {
+                    if self.congested(p) {
+                        self.shard_out.push_front((shard, batch));
+                        return progress;
+                    }
+                    self.blocked_on = None;
+                }
+                let Some(frame) = batch.get(self.shard_out_cursor) else {
+                    break;
+                };
+                self.shard_out_cursor += 1;
+                progress = true;
+                if let Decision::Unicast(p) = self.route(self.gateway_port, frame, now) {
+                    if self.congested(p) {
+                        self.blocked_on = Some(p);
+                    }
+                }
+            }
+            self.shard_out_cursor = 0;
+            if let Some(h) = self.shards.get(shard) {
+                h.send(ShardMsg::Recycle(batch));
+            }
+        }
+        progress
     }
 
     fn deliver(&mut self, to: PortId, frame: &[u8]) {
@@ -328,8 +608,8 @@ impl NetLoop {
             self.switch.count_tx(to, frame.len());
             match self.gateway.process_frame(frame, &mut self.gw_out) {
                 Verdict::Handled | Verdict::Dropped(_) => {}
-                // TCP/UDP/ICMP for other hosts: the NAT data path takes these.
-                Verdict::Transport => self.unrouted.count(stack::counters::DropReason::NoRoute),
+                // TCP/UDP/ICMP for other hosts: the shard that owns the flow takes it.
+                Verdict::Transport => self.dispatch_to_shard(frame),
             }
             return;
         }

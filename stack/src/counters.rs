@@ -75,6 +75,8 @@ drop_reasons! {
     NoRoute => "no_route",
     /// A reply could not be built (a bug if ever non-zero).
     ReplyBuildFailed => "reply_build_failed",
+    /// The shard owning the flow is too far behind (its input queue is full).
+    ShardBusy => "shard_busy",
 }
 
 /// Number of drop reasons.

@@ -29,6 +29,9 @@ pub struct GatewayConfig {
     pub prefix_len: u8,
     /// Further addresses the gateway owns (ARP and echo), e.g. the host alias.
     pub virtual_ips: Vec<Ipv4Addr>,
+    /// Virtual IPs the NAT maps to a host address: ARP is still answered here, but ICMP
+    /// echo to them goes to the NAT (`Verdict::Transport`), so the host answers it.
+    pub nat_ips: Vec<Ipv4Addr>,
     pub mtu: u16,
 }
 
@@ -40,6 +43,7 @@ impl Default for GatewayConfig {
             ip: Ipv4Addr::new(192, 168, 127, 1),
             prefix_len: 24,
             virtual_ips: vec![Ipv4Addr::new(192, 168, 127, 254)],
+            nat_ips: vec![Ipv4Addr::new(192, 168, 127, 254)],
             mtu: 1500,
         }
     }
@@ -129,7 +133,7 @@ impl Gateway {
     /// ARP: answer requests whose target is the gateway IP or a virtual IP (RFC 826), never
     /// any other address; learn nothing. IPv4: verify the header checksum; drop fragments;
     /// ICMP echo request to a gateway address -> echo reply in `out` (RFC 792), never
-    /// forwarded. Replies go to the frame's source MAC.
+    /// forwarded (except to a NATed virtual IP: `Transport`). Replies go to the frame's source MAC.
     pub fn process_frame(&mut self, frame: &[u8], out: &mut FrameBatch) -> Verdict {
         self.counters.frames += 1;
         match self.classify(frame, out) {
@@ -309,6 +313,10 @@ impl Gateway {
         }
         if icmp.msg_type() != Icmpv4Type::ECHO_REQUEST || icmp.code() != 0 {
             return Err(DropReason::IcmpUnsupportedType);
+        }
+        // The NAT forwards echo to a NATed virtual IP: the host behind it answers.
+        if self.cfg.nat_ips.contains(&ip.dst()) {
+            return Ok(Verdict::Transport);
         }
         // RFC 792: "the source and destination addresses are simply reversed, the type code
         // changed to 0, and the checksum recomputed"; identifier, sequence and data echoed.

@@ -211,11 +211,23 @@ fn echo_to_gateway_and_virtual_ip_answered() {
     let (v, out) = run(&mut g, &echo_request(GW_IP, 0x1c46, 1, &data));
     assert_eq!(v, Verdict::Handled);
     let id1 = check_echo_reply(&out, GW_IP, 0x1c46, 1, &data);
-    let (v, out) = run(&mut g, &echo_request(HOST_IP, 7, 65535, b""));
+    let (v, out) = run(&mut g, &echo_request(GW_IP, 7, 65535, b""));
     assert_eq!(v, Verdict::Handled);
-    let id2 = check_echo_reply(&out, HOST_IP, 7, 65535, b"");
+    let id2 = check_echo_reply(&out, GW_IP, 7, 65535, b"");
     assert_eq!(id2, id1.wrapping_add(1), "IP ident from a counter");
     assert_eq!(g.counters().echo_replies, 2);
+    // The host alias is NATed to 127.0.0.1: the NAT forwards its echo, the host answers.
+    let (v, out) = run(&mut g, &echo_request(HOST_IP, 7, 1, b""));
+    assert_eq!(v, Verdict::Transport);
+    assert!(out.is_empty());
+    // A virtual IP that is not NATed is answered here.
+    let mut g = Gateway::new(GatewayConfig {
+        nat_ips: vec![],
+        ..GatewayConfig::default()
+    });
+    let (v, out) = run(&mut g, &echo_request(HOST_IP, 7, 65535, b""));
+    assert_eq!(v, Verdict::Handled);
+    check_echo_reply(&out, HOST_IP, 7, 65535, b"");
 }
 
 #[test]

@@ -1,0 +1,523 @@
+//! Shards: the NAT's I/O layer, the only part of `stack` with sockets.
+//!
+//! A shard is one thread running one mio event loop. It owns a set of flows (hashed to it
+//! by [`FlowHasher`](crate::flow::FlowHasher)): their guest-side state (a TCP [`Tcb`], a UDP
+//! or ICMP echo association) and their host sockets. Nothing is shared with other threads
+//! but channels, so the per-packet path takes no lock.
+//!
+//! ```text
+//!  switch loop ──ShardMsg::Frames(batch)──▶ rx + Waker ─▶ process_guest_frame ─┬▶ TCP: Tcb::on_segment
+//!                                                                               ├▶ UDP: send() on the flow's socket
+//!                                                                               └▶ ICMP: send() on a ping socket
+//!  host sockets ──readable/writable (edge-triggered)──▶ dirty list ─▶ service: host write, host read, poll_output
+//!  timers (heap of deadlines) ─▶ Tcb::on_timer, connect timeout, idle expiry
+//!  frames for guests ─▶ Out (FrameBatch) ──SwitchMsg::Frames──▶ switch loop ──ShardMsg::Recycle──▶ reused
+//! ```
+//!
+//! Each turn: poll (until the next timer, or not at all while work is pending), take `now`
+//! once, dispatch every event through one `match` on the token's kind, run due timers,
+//! then service the dirty flows (a flow cut off by a budget stays dirty, because
+//! edge-triggered readiness will not fire again), and hand the frames to the switch.
+//! A flow's timers, sockets and state all live here; no other thread touches them.
+
+mod icmp;
+mod out;
+pub mod stats;
+mod table;
+mod tcp;
+mod udp;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, warn};
+use mio::{Events, Poll, Waker};
+
+use crate::batch::FrameBatch;
+use crate::counters::{DropCounters, DropReason};
+use crate::flow::FlowKey;
+use crate::nat::NatTable;
+use crate::tcp::{TcbStats, TcpConfig};
+use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr};
+
+pub use stats::{FrameCounters, IcmpCounters, ShardStats, TcpCounters, UdpCounters};
+
+use out::Out;
+use table::{FlowId, Kind, Slab, Timers};
+
+/// Settings of every shard.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// Source MAC of every frame a shard sends.
+    pub gateway_mac: MacAddr,
+    /// Source of ICMP "host/net unreachable" (a router's message).
+    pub gateway_ip: Ipv4Addr,
+    /// Link MTU: the largest IP packet sent to a guest.
+    pub mtu: u16,
+    pub nat: NatTable,
+    pub tcp: TcpConfig,
+    /// A host `connect()` that has not finished by then is abandoned: RST to the guest.
+    pub connect_timeout: Duration,
+    /// A UDP flow with no datagram either way for this long is closed.
+    pub udp_idle: Duration,
+    /// An ICMP echo flow with no request or reply for this long is closed.
+    pub icmp_idle: Duration,
+    /// Flows per shard (each holds a host socket); beyond it new flows are refused.
+    pub max_flows: usize,
+}
+
+impl ShardConfig {
+    /// Defaults for a link of `mtu` bytes: TCP MSS = MTU - 40, connect timeout 30 s,
+    /// UDP idle 90 s (upstream's), ICMP idle 60 s.
+    pub fn new(gateway_mac: MacAddr, gateway_ip: Ipv4Addr, mtu: u16, nat: NatTable) -> Self {
+        let mut tcp = TcpConfig {
+            mss: mtu.saturating_sub(40).max(536),
+            ..TcpConfig::default()
+        };
+        // Out-of-order bytes live in the receive ring anyway (bounded by `recv_buf`):
+        // holding a whole window of them spares the guest needless retransmissions.
+        tcp.ooo_buf = tcp.recv_buf;
+        ShardConfig {
+            gateway_mac,
+            gateway_ip,
+            mtu,
+            nat,
+            tcp,
+            connect_timeout: Duration::from_secs(30),
+            udp_idle: Duration::from_secs(90),
+            icmp_idle: Duration::from_secs(60),
+            max_flows: 200_000,
+        }
+    }
+}
+
+/// Messages to a shard.
+pub enum ShardMsg {
+    /// Guest frames (whole Ethernet frames the gateway judged `Transport`) of flows this
+    /// shard owns. The batch comes back as [`SwitchMsg::Recycle`].
+    Frames(FrameBatch),
+    /// A batch of [`SwitchMsg::Frames`] the switch is done with.
+    Recycle(FrameBatch),
+    /// A counters snapshot, please.
+    Stats(Sender<ShardStats>),
+    /// Close every flow and end the thread.
+    Shutdown,
+}
+
+/// Messages from a shard to the switch loop.
+pub enum SwitchMsg {
+    /// Frames for the guests, to be switched from the gateway's port; send the batch back
+    /// with [`ShardMsg::Recycle`] (and wake the shard) once done.
+    Frames { shard: usize, batch: FrameBatch },
+    /// A [`ShardMsg::Frames`] batch the shard is done with, for reuse.
+    Recycle { shard: usize, batch: FrameBatch },
+}
+
+/// How other threads reach a shard.
+#[derive(Clone)]
+pub struct ShardHandle {
+    pub id: usize,
+    tx: Sender<ShardMsg>,
+    waker: Arc<Waker>,
+}
+
+impl ShardHandle {
+    /// Sends a message and wakes the shard. False if the shard is gone.
+    pub fn send(&self, msg: ShardMsg) -> bool {
+        self.tx.send(msg).is_ok() && self.waker.wake().is_ok()
+    }
+
+    /// Queues a message without waking the shard (it will see it on its next wake-up).
+    pub fn send_quiet(&self, msg: ShardMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+
+    pub fn wake(&self) -> bool {
+        self.waker.wake().is_ok()
+    }
+
+    /// A counters snapshot (None if the shard does not answer within `timeout`).
+    pub fn stats(&self, timeout: Duration) -> Option<ShardStats> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if !self.send(ShardMsg::Stats(tx)) {
+            return None;
+        }
+        rx.recv_timeout(timeout).ok()
+    }
+}
+
+/// Starts shard `id` on a thread of its own. Its frames for the guests go to `to_switch`,
+/// followed by a wake of `switch_waker`.
+pub fn spawn(
+    cfg: ShardConfig,
+    id: usize,
+    to_switch: Sender<SwitchMsg>,
+    switch_waker: Arc<Waker>,
+) -> io::Result<ShardHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), table::waker_token())?);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let shard = Shard::new(cfg, id, poll, rx, to_switch, switch_waker);
+    thread::Builder::new()
+        .name(format!("shard{id}"))
+        .spawn(move || shard.run())?;
+    Ok(ShardHandle { id, tx, waker })
+}
+
+/// Per-protocol state of a flow.
+enum Proto {
+    /// Boxed: a Tcb is large, UDP and ICMP flows are small.
+    Tcp(Box<tcp::TcpFlow>),
+    Udp(udp::UdpFlow),
+    Icmp(icmp::IcmpFlow),
+}
+
+struct Flow {
+    key: FlowKey,
+    /// Where frames for the guest go (the source MAC of its latest frame).
+    guest_mac: MacAddr,
+    /// The deadline this flow has in the timer heap, if any.
+    timer_at: Option<Instant>,
+    /// On the dirty list.
+    queued: bool,
+    proto: Proto,
+}
+
+/// Counters of everything but the live flows.
+#[derive(Default)]
+struct Counters {
+    tcp: TcpCounters,
+    /// Engine counters of connections already forgotten.
+    tcp_closed: TcbStats,
+    udp: UdpCounters,
+    icmp: IcmpCounters,
+    frames_in: u64,
+    drops: DropCounters,
+}
+
+struct Shard {
+    id: usize,
+    cfg: ShardConfig,
+    poll: Poll,
+    rx: Receiver<ShardMsg>,
+    to_switch: Sender<SwitchMsg>,
+    out: Out,
+    flows: Slab<Flow>,
+    index: HashMap<FlowKey, FlowId>,
+    timers: Timers,
+    /// Flows with work for the end of the turn (host I/O, output).
+    dirty: Vec<FlowId>,
+    /// The other half of the dirty list's double buffer.
+    dirty_spare: Vec<FlowId>,
+    /// Receive buffer for host datagrams (UDP, ICMP).
+    scratch: Vec<u8>,
+    isn_secret: [u8; 16],
+    epoch: Instant,
+    counters: Counters,
+    running: bool,
+}
+
+/// `t + d`, saturating far in the future instead of overflowing (a huge configured timeout).
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(t)
+}
+
+/// 16 random bytes from the process's hash seed (std draws it from the OS).
+fn random_secret() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    let mut out = [0u8; 16];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h = state.build_hasher();
+        h.write_usize(i);
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    out
+}
+
+impl Shard {
+    fn new(
+        cfg: ShardConfig,
+        id: usize,
+        poll: Poll,
+        rx: Receiver<ShardMsg>,
+        to_switch: Sender<SwitchMsg>,
+        switch_waker: Arc<Waker>,
+    ) -> Shard {
+        let out = Out::new(id, cfg.gateway_mac, to_switch.clone(), switch_waker);
+        Shard {
+            id,
+            cfg,
+            poll,
+            rx,
+            to_switch,
+            out,
+            flows: Slab::new(),
+            index: HashMap::new(),
+            timers: Timers::default(),
+            dirty: Vec::new(),
+            dirty_spare: Vec::new(),
+            scratch: vec![0u8; 1 << 16],
+            isn_secret: random_secret(),
+            epoch: Instant::now(),
+            counters: Counters::default(),
+            running: true,
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        debug!("shard {}: running", self.id);
+        while self.running {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    warn!("shard {}: poll failed: {e}", self.id);
+                    thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match table::decode(ev.token()) {
+                    Some((Kind::Waker, _)) => self.drain_messages(now),
+                    Some((Kind::Flow, id)) => self.flow_event(id, ev, now),
+                    // Not a token of ours: ignore.
+                    None => {}
+                }
+            }
+            self.run_timers(now);
+            self.run_dirty(now);
+            self.out.flush();
+        }
+        debug!("shard {}: stopped", self.id);
+    }
+
+    /// Zero while there is work the output credit allows; else until the next timer.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.dirty.is_empty() && self.out.can_send() {
+            return Some(Duration::ZERO);
+        }
+        self.timers
+            .next()
+            .map(|t| t.saturating_duration_since(now))
+            // A wake-up now and then keeps a lost wake from stalling anything for long.
+            .map(|d| d.min(Duration::from_secs(1)))
+            .or(Some(Duration::from_secs(1)))
+    }
+
+    fn drain_messages(&mut self, now: Instant) {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                ShardMsg::Frames(batch) => {
+                    for frame in batch.iter() {
+                        self.counters.frames_in += 1;
+                        self.process_guest_frame(frame, now);
+                    }
+                    let _ = self.to_switch.send(SwitchMsg::Recycle {
+                        shard: self.id,
+                        batch,
+                    });
+                }
+                ShardMsg::Recycle(batch) => self.out.recycle(batch),
+                ShardMsg::Stats(reply) => {
+                    let _ = reply.send(self.stats());
+                }
+                ShardMsg::Shutdown => {
+                    self.running = false;
+                    for id in self.flows.ids() {
+                        self.remove_flow(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One guest frame: Ethernet + IPv4 (already validated by the gateway).
+    fn process_guest_frame(&mut self, frame: &[u8], now: Instant) {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            self.counters.drops.count(DropReason::EthernetTooShort);
+            return;
+        };
+        if eth.ethertype() != EtherType::IPV4 {
+            self.counters.drops.count(DropReason::UnknownEthertype);
+            return;
+        }
+        let guest_mac = eth.src();
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            self.counters.drops.count(DropReason::Ipv4Malformed);
+            return;
+        };
+        match ip.protocol() {
+            IpProtocol::TCP => self.process_tcp(guest_mac, &ip, now),
+            IpProtocol::UDP => self.process_udp(guest_mac, &ip, now),
+            IpProtocol::ICMP => self.process_icmp(guest_mac, &ip, now),
+            _ => self
+                .counters
+                .drops
+                .count(DropReason::Ipv4UnsupportedProtocol),
+        }
+    }
+
+    /// Readiness of a flow's host socket.
+    fn flow_event(&mut self, id: FlowId, ev: &mio::event::Event, now: Instant) {
+        let Some(flow) = self.flows.get_mut(id) else {
+            return; // stale: the flow is gone
+        };
+        match &mut flow.proto {
+            Proto::Tcp(_) => self.tcp_event(id, ev, now),
+            Proto::Udp(u) => {
+                u.readable = true;
+                self.mark_dirty(id);
+            }
+            Proto::Icmp(i) => {
+                i.readable = true;
+                self.mark_dirty(id);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, id: FlowId) {
+        if let Some(f) = self.flows.get_mut(id) {
+            if !f.queued {
+                f.queued = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Host I/O and output of every dirty flow, as far as the output credit goes.
+    fn run_dirty(&mut self, now: Instant) {
+        // Flows marked during the pass go to the spare list (both keep their capacity).
+        let spare = std::mem::take(&mut self.dirty_spare);
+        let mut list = std::mem::replace(&mut self.dirty, spare);
+        let mut i = 0;
+        while i < list.len() {
+            if !self.out.can_send() {
+                break;
+            }
+            let id = list[i];
+            i += 1;
+            let Some(f) = self.flows.get_mut(id) else {
+                continue;
+            };
+            f.queued = false;
+            match f.proto {
+                Proto::Tcp(_) => self.service_tcp(id, now),
+                Proto::Udp(_) => self.service_udp(id, now),
+                Proto::Icmp(_) => self.service_icmp(id, now),
+            }
+        }
+        if i < list.len() {
+            // Flows not reached keep their place, ahead of those queued meanwhile.
+            list.drain(..i);
+            let mut later = std::mem::take(&mut self.dirty);
+            list.append(&mut later);
+            self.dirty = list;
+            self.dirty_spare = later;
+        } else {
+            list.clear();
+            self.dirty_spare = list;
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        while let Some((at, id)) = self.timers.pop_due(now) {
+            let Some(f) = self.flows.get_mut(id) else {
+                continue;
+            };
+            if f.timer_at != Some(at) {
+                continue; // superseded by an earlier deadline
+            }
+            f.timer_at = None;
+            match f.proto {
+                Proto::Tcp(_) => self.tcp_timer(id, now),
+                Proto::Udp(_) => self.udp_timer(id, now),
+                Proto::Icmp(_) => self.icmp_timer(id, now),
+            }
+        }
+    }
+
+    /// Puts the flow's next deadline in the heap unless an earlier one is there already.
+    fn schedule(&mut self, id: FlowId, deadline: Option<Instant>) {
+        let Some(at) = deadline else { return };
+        let Some(f) = self.flows.get_mut(id) else {
+            return;
+        };
+        if f.timer_at.is_none_or(|t| at < t) {
+            f.timer_at = Some(at);
+            self.timers.push(at, id);
+        }
+    }
+
+    fn insert_flow(&mut self, key: FlowKey, guest_mac: MacAddr, proto: Proto) -> FlowId {
+        let id = self.flows.insert(Flow {
+            key,
+            guest_mac,
+            timer_at: None,
+            queued: false,
+            proto,
+        });
+        self.index.insert(key, id);
+        id
+    }
+
+    /// Forgets a flow and closes its host socket.
+    fn remove_flow(&mut self, id: FlowId) {
+        let Some(flow) = self.flows.remove(id) else {
+            return;
+        };
+        if self.index.get(&flow.key) == Some(&id) {
+            self.index.remove(&flow.key);
+        }
+        let registry = self.poll.registry();
+        match flow.proto {
+            Proto::Tcp(t) => {
+                self.counters.tcp.flows_closed += 1;
+                stats::add_tcb_stats(&mut self.counters.tcp_closed, &t.tcb.stats());
+                t.close(registry);
+            }
+            Proto::Udp(u) => u.close(registry),
+            Proto::Icmp(i) => i.close(registry),
+        }
+    }
+
+    fn flow_limit_reached(&self) -> bool {
+        self.flows.len() >= self.cfg.max_flows
+    }
+
+    fn stats(&self) -> ShardStats {
+        let mut s = ShardStats {
+            shard: self.id,
+            tcp: self.counters.tcp,
+            tcp_engine: self.counters.tcp_closed,
+            udp: self.counters.udp,
+            icmp: self.counters.icmp,
+            frames: self.out.counters,
+            drops: self.counters.drops.clone(),
+        };
+        s.frames.frames_in = self.counters.frames_in;
+        s.drops.add(&self.out.drops);
+        for f in self.flows.iter() {
+            match &f.proto {
+                Proto::Tcp(t) => {
+                    s.tcp.flows_open += 1;
+                    if t.is_connecting() {
+                        s.tcp.connecting += 1;
+                    }
+                    stats::add_tcb_stats(&mut s.tcp_engine, &t.tcb.stats());
+                }
+                Proto::Udp(_) => s.udp.flows_open += 1,
+                Proto::Icmp(_) => s.icmp.flows_open += 1,
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,490 @@
+//! A shard driven like the switch loop drives it, against real sockets on 127.0.0.1 only:
+//! guest frames in as batches, frames for the guest back as batches (recycled), the NAT
+//! policy, TCP setup/refusal/data/close, UDP echo and port unreachable, ICMP echo.
+
+// Test code: a failed unwrap is a failed test; casts are of small values.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::{Poll, Token, Waker};
+
+use stack::batch::FrameBatch;
+use stack::nat::NatTable;
+use stack::shard::{self, ShardConfig, ShardHandle, ShardMsg, SwitchMsg};
+use stack::wire::{
+    EthernetFrame, Icmpv4Packet, Icmpv4Repr, Icmpv4Type, IpProtocol, Ipv4FrameRepr, Ipv4Packet,
+    MacAddr, SeqNumber, TcpFlags, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
+};
+
+const GW_MAC: MacAddr = MacAddr([0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd]);
+const GUEST_MAC: MacAddr = MacAddr([0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee]);
+const GW_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 1);
+const HOST_ALIAS: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 254);
+const GUEST_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 2);
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Harness {
+    shard: ShardHandle,
+    rx: Receiver<SwitchMsg>,
+    _poll: Poll,
+    /// Frames received and not yet looked at.
+    pending: Vec<Vec<u8>>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(|_| {})
+    }
+
+    fn with(f: impl FnOnce(&mut ShardConfig)) -> Harness {
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut cfg = ShardConfig::new(GW_MAC, GW_IP, 1500, NatTable::default());
+        f(&mut cfg);
+        let shard = shard::spawn(cfg, 0, tx, waker).unwrap();
+        Harness {
+            shard,
+            rx,
+            _poll: poll,
+            pending: Vec::new(),
+        }
+    }
+
+    fn send(&self, frames: &[Vec<u8>]) {
+        let mut b = FrameBatch::new();
+        for f in frames {
+            b.push(f);
+        }
+        assert!(self.shard.send(ShardMsg::Frames(b)));
+    }
+
+    /// Collects frames for up to `d`.
+    fn collect(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        while let Ok(msg) = self.rx.recv_deadline(end) {
+            if let SwitchMsg::Frames { batch, .. } = msg {
+                self.pending.extend(batch.iter().map(<[u8]>::to_vec));
+                self.shard.send(ShardMsg::Recycle(batch));
+            }
+        }
+    }
+
+    /// The first frame matching `pred` within `WAIT` (others stay pending).
+    fn expect(&mut self, what: &str, pred: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        let end = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.pending.iter().position(|f| pred(f)) {
+                return self.pending.remove(i);
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no {what} within {WAIT:?}");
+            match self.rx.recv_timeout(left) {
+                Ok(SwitchMsg::Frames { batch, .. }) => {
+                    self.pending.extend(batch.iter().map(<[u8]>::to_vec));
+                    self.shard.send(ShardMsg::Recycle(batch));
+                }
+                Ok(SwitchMsg::Recycle { .. }) => {}
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn stats(&self) -> shard::ShardStats {
+        self.shard.stats(WAIT).unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shard.send(ShardMsg::Shutdown);
+    }
+}
+
+fn frame_repr(dst: Ipv4Addr) -> Ipv4FrameRepr {
+    Ipv4FrameRepr {
+        src_mac: GUEST_MAC,
+        dst_mac: GW_MAC,
+        src_ip: GUEST_IP,
+        dst_ip: dst,
+        ttl: 64,
+        ident: 7,
+        dont_frag: true,
+        dscp_ecn: 0,
+    }
+}
+
+fn tcp_frame(dst: Ipv4Addr, repr: &TcpRepr, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; Ipv4FrameRepr::HEADER_LEN + repr.header_len() + payload.len()];
+    let at = repr.frame_payload_offset();
+    b[at..].copy_from_slice(payload);
+    let n = repr
+        .emit_frame(&mut b, &frame_repr(dst), payload.len())
+        .unwrap();
+    b.truncate(n);
+    b
+}
+
+fn syn(dst_port: u16, src_port: u16, seq: u32) -> TcpRepr {
+    TcpRepr {
+        src_port,
+        dst_port,
+        seq: SeqNumber(seq),
+        flags: TcpFlags::SYN,
+        window: 64240,
+        mss: Some(1460),
+        window_scale: Some(7),
+        sack_permitted: true,
+        ..TcpRepr::default()
+    }
+}
+
+fn udp_frame(dst: Ipv4Addr, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let repr = UdpRepr { src_port, dst_port };
+    let mut b = vec![0u8; UdpRepr::frame_payload_offset() + payload.len()];
+    b[UdpRepr::frame_payload_offset()..].copy_from_slice(payload);
+    let n = repr
+        .emit_frame(&mut b, &frame_repr(dst), payload.len())
+        .unwrap();
+    b.truncate(n);
+    b
+}
+
+fn echo_frame(dst: Ipv4Addr, ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
+    let msg = Icmpv4Repr::EchoRequest {
+        ident,
+        seq_no,
+        data,
+    };
+    let mut b = vec![0u8; Ipv4FrameRepr::HEADER_LEN + msg.buffer_len()];
+    msg.emit_frame(&mut b, &frame_repr(dst)).unwrap();
+    b
+}
+
+type TcpView<'a> = (Ipv4Packet<&'a [u8]>, TcpPacket<&'a [u8]>);
+
+/// (IPv4 packet, TCP segment) of a TCP frame to the guest, checksums verified.
+fn parse_tcp(f: &[u8]) -> Option<TcpView<'_>> {
+    let eth = EthernetFrame::new_checked(f).ok()?;
+    if eth.dst() != GUEST_MAC || eth.src() != GW_MAC {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(&f[14..]).ok()?;
+    if ip.protocol() != IpProtocol::TCP || ip.dst() != GUEST_IP || !ip.verify_checksum() {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload_slice()).ok()?;
+    assert!(tcp.verify_checksum(ip.src(), ip.dst()));
+    Some((ip, tcp))
+}
+
+fn is_tcp(f: &[u8], src: Ipv4Addr, sport: u16, dport: u16, flags: TcpFlags) -> bool {
+    parse_tcp(f).is_some_and(|(ip, t)| {
+        ip.src() == src && t.src_port() == sport && t.dst_port() == dport && t.flags() == flags
+    })
+}
+
+fn icmp_of(f: &[u8]) -> Option<(Ipv4Addr, Vec<u8>)> {
+    let ip = Ipv4Packet::new_checked(f.get(14..)?).ok()?;
+    if ip.protocol() != IpProtocol::ICMP || ip.dst() != GUEST_IP {
+        return None;
+    }
+    let icmp = Icmpv4Packet::new_checked(ip.payload_slice()).ok()?;
+    assert!(icmp.verify_checksum());
+    Some((ip.src(), ip.payload_slice().to_vec()))
+}
+
+#[test]
+fn tcp_connects_moves_data_and_closes() {
+    let mut h = Harness::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    h.send(&[tcp_frame(HOST_ALIAS, &syn(port, 40000, 1000), b"")]);
+    let (mut conn, _) = listener.accept().unwrap();
+    let f = h.expect("SYN-ACK", |f| {
+        is_tcp(f, HOST_ALIAS, port, 40000, TcpFlags::SYN | TcpFlags::ACK)
+    });
+    let (_, t) = parse_tcp(&f).unwrap();
+    assert_eq!(t.ack_number(), SeqNumber(1001));
+    let iss = t.seq_number();
+    // ACK + data.
+    let ack = TcpRepr {
+        src_port: 40000,
+        dst_port: port,
+        seq: SeqNumber(1001),
+        ack: iss + 1,
+        flags: TcpFlags::ACK | TcpFlags::PSH,
+        window: 1000,
+        ..TcpRepr::default()
+    };
+    h.send(&[tcp_frame(HOST_ALIAS, &ack, b"hello host")]);
+    let mut buf = [0u8; 10];
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello host");
+    conn.write_all(b"hello guest").unwrap();
+    let f = h.expect("data", |f| {
+        parse_tcp(f).is_some_and(|(_, t)| t.src_port() == port && !t.payload().is_empty())
+    });
+    let (_, t) = parse_tcp(&f).unwrap();
+    assert_eq!(t.payload(), b"hello guest");
+    assert_eq!(t.seq_number(), iss + 1);
+    assert_eq!(h.stats().tcp.flows_open, 1);
+    // The host closes: FIN to the guest; the guest answers with FIN+ACK; last ACK.
+    drop(conn);
+    let f = h.expect("FIN", |f| {
+        parse_tcp(f).is_some_and(|(_, t)| t.src_port() == port && t.fin())
+    });
+    let (_, t) = parse_tcp(&f).unwrap();
+    let fin = TcpRepr {
+        seq: SeqNumber(1011),
+        ack: t.seq_number() + 1,
+        flags: TcpFlags::ACK | TcpFlags::FIN,
+        ..ack
+    };
+    h.send(&[tcp_frame(HOST_ALIAS, &fin, b"")]);
+    let end = Instant::now() + WAIT;
+    while h.stats().tcp.flows_open != 0 {
+        assert!(Instant::now() < end, "flow not closed: {:?}", h.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = h.stats();
+    assert_eq!((s.tcp.connects_ok, s.tcp.flows_closed), (1, 1));
+    assert_eq!(s.tcp.bytes_to_host, 10);
+    assert_eq!(s.tcp.bytes_from_host, 11);
+}
+
+#[test]
+fn tcp_refused_and_policy_get_rst() {
+    let mut h = Harness::new();
+    // A port nobody listens on (bind, learn the port, close).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    h.send(&[tcp_frame(HOST_ALIAS, &syn(port, 40001, 5), b"")]);
+    let f = h.expect("RST", |f| {
+        is_tcp(f, HOST_ALIAS, port, 40001, TcpFlags::RST | TcpFlags::ACK)
+    });
+    assert_eq!(parse_tcp(&f).unwrap().1.ack_number(), SeqNumber(6));
+    // The gateway itself (no services yet), an unused subnet address, link-local: RST,
+    // never dialled.
+    for (dst, sport) in [
+        (GW_IP, 40002),
+        (Ipv4Addr::new(192, 168, 127, 77), 40003),
+        (Ipv4Addr::new(169, 254, 169, 254), 40004),
+    ] {
+        h.send(&[tcp_frame(dst, &syn(80, sport, 9), b"")]);
+        h.expect("policy RST", |f| {
+            is_tcp(f, dst, 80, sport, TcpFlags::RST | TcpFlags::ACK)
+        });
+    }
+    // A segment of no connection: RST with SEQ = SEG.ACK.
+    let stray = TcpRepr {
+        src_port: 40005,
+        dst_port: port,
+        seq: SeqNumber(77),
+        ack: SeqNumber(4242),
+        flags: TcpFlags::ACK,
+        window: 100,
+        ..TcpRepr::default()
+    };
+    h.send(&[tcp_frame(HOST_ALIAS, &stray, b"x")]);
+    let f = h.expect("RST for unknown", |f| {
+        is_tcp(f, HOST_ALIAS, port, 40005, TcpFlags::RST)
+    });
+    assert_eq!(parse_tcp(&f).unwrap().1.seq_number(), SeqNumber(4242));
+    let s = h.stats();
+    assert_eq!(s.tcp.connects_refused, 1);
+    assert_eq!(s.tcp.policy_rejected, 3);
+    assert_eq!(s.tcp.rst_for_unknown, 1);
+    assert_eq!(s.tcp.flows_open, 0);
+}
+
+#[test]
+fn tcp_connect_timeout_is_per_flow() {
+    let mut h = Harness::with(|c| c.connect_timeout = Duration::from_millis(300));
+    // A listener whose backlog is full never answers further SYNs.
+    let hang = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    hang.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    hang.listen(0).unwrap();
+    let hang_port = hang.local_addr().unwrap().as_socket().unwrap().port();
+    let mut frames = Vec::new();
+    for i in 0..8u16 {
+        frames.push(tcp_frame(HOST_ALIAS, &syn(hang_port, 41000 + i, 1), b""));
+    }
+    h.send(&frames);
+    // Meanwhile another connection is set up at once.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let t0 = Instant::now();
+    h.send(&[tcp_frame(HOST_ALIAS, &syn(port, 42000, 1), b"")]);
+    h.expect("SYN-ACK", |f| {
+        is_tcp(f, HOST_ALIAS, port, 42000, TcpFlags::SYN | TcpFlags::ACK)
+    });
+    assert!(
+        t0.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    // The hanging ones (all but the one or two the backlog took) get RST after the timeout.
+    let end = Instant::now() + WAIT;
+    loop {
+        h.collect(Duration::from_millis(50));
+        let s = h.stats();
+        if s.tcp.connects_timed_out >= 6 && s.tcp.connecting == 0 {
+            break;
+        }
+        assert!(Instant::now() < end, "{s:?}");
+    }
+    let rsts = h
+        .pending
+        .iter()
+        .filter(|f| parse_tcp(f).is_some_and(|(_, t)| t.src_port() == hang_port && t.rst()))
+        .count();
+    assert!(rsts >= 6, "{rsts}");
+}
+
+#[test]
+fn udp_echo_and_port_unreachable() {
+    let mut h = Harness::new();
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2000];
+        while let Ok((n, from)) = server.recv_from(&mut buf) {
+            let _ = server.send_to(&buf[..n], from);
+        }
+    });
+    let data: Vec<u8> = (0..1472u32).map(|i| i as u8).collect();
+    for (i, len) in [0usize, 1, 100, 1472].into_iter().enumerate() {
+        h.send(&[udp_frame(HOST_ALIAS, 5000, port, &data[..len])]);
+        let f = h.expect("UDP reply", |f| {
+            Ipv4Packet::new_checked(&f[14..]).is_ok_and(|ip| {
+                ip.protocol() == IpProtocol::UDP
+                    && UdpPacket::new_checked(ip.payload_slice())
+                        .is_ok_and(|u| u.payload().len() == len)
+            })
+        });
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!((ip.src(), ip.dst()), (HOST_ALIAS, GUEST_IP));
+        let u = UdpPacket::new_checked(ip.payload_slice()).unwrap();
+        assert!(u.verify_checksum(ip.src(), ip.dst()));
+        assert_eq!((u.src_port(), u.dst_port()), (port, 5000));
+        assert_eq!(u.payload(), &data[..len], "datagram {i}");
+    }
+    assert_eq!(h.stats().udp.flows_open, 1);
+
+    // Closed host port: the host's ICMP error becomes ours.
+    let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cport = closed.local_addr().unwrap().port();
+    drop(closed);
+    h.send(&[udp_frame(HOST_ALIAS, 5001, cport, b"anyone?")]);
+    let (src, msg) = icmp_of(&h.expect("port unreachable", |f| icmp_of(f).is_some())).unwrap();
+    assert_eq!(src, HOST_ALIAS);
+    assert_eq!((msg[0], msg[1]), (Icmpv4Type::DST_UNREACHABLE, 3));
+    let quoted = Ipv4Packet::new_checked(&msg[8..28]).err();
+    assert!(quoted.is_some() || msg.len() >= 36);
+    assert_eq!(&msg[8 + 12..8 + 16], &GUEST_IP.octets());
+    assert_eq!(&msg[8 + 20..8 + 22], &5001u16.to_be_bytes());
+
+    // The gateway (no services yet) and an unused address: port unreachable at once;
+    // broadcast: nothing.
+    for dst in [GW_IP, Ipv4Addr::new(192, 168, 127, 99)] {
+        h.send(&[udp_frame(dst, 5002, 53, b"q")]);
+        let (src, msg) = icmp_of(&h.expect("port unreachable", |f| icmp_of(f).is_some())).unwrap();
+        assert_eq!(src, dst);
+        assert_eq!((msg[0], msg[1]), (3, 3));
+    }
+    h.send(&[
+        udp_frame(Ipv4Addr::BROADCAST, 68, 67, b"dhcp"),
+        udp_frame(Ipv4Addr::new(169, 254, 169, 254), 5003, 80, b"md"),
+    ]);
+    h.collect(Duration::from_millis(200));
+    assert!(h.pending.is_empty(), "{:?}", h.pending);
+    let s = h.stats();
+    assert_eq!(s.udp.broadcast_dropped, 1);
+    assert_eq!(s.udp.policy_dropped, 1);
+    assert_eq!(s.udp.port_unreachable_sent, 3);
+}
+
+#[test]
+fn udp_flows_expire_when_idle() {
+    let mut h = Harness::with(|c| c.udp_idle = Duration::from_millis(200));
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    h.send(&[udp_frame(HOST_ALIAS, 6000, port, b"x")]);
+    let mut buf = [0u8; 10];
+    server.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(server.recv_from(&mut buf).unwrap().0, 1);
+    assert_eq!(h.stats().udp.flows_open, 1);
+    h.collect(Duration::from_millis(500));
+    let s = h.stats();
+    assert_eq!((s.udp.flows_open, s.udp.flows_expired), (0, 1));
+}
+
+#[test]
+fn icmp_echo_through_a_ping_socket() {
+    let mut h = Harness::new();
+    h.send(&[echo_frame(HOST_ALIAS, 0x1c46, 3, b"ping payload")]);
+    h.collect(Duration::from_millis(500));
+    let s = h.stats();
+    if s.icmp.not_permitted > 0 {
+        eprintln!("ping sockets not permitted here (net.ipv4.ping_group_range): skipped");
+        return;
+    }
+    let (src, msg) = icmp_of(&h.expect("echo reply", |f| icmp_of(f).is_some())).unwrap();
+    assert_eq!(src, HOST_ALIAS);
+    let p = Icmpv4Packet::new_checked(&msg[..]).unwrap();
+    assert_eq!(p.msg_type(), Icmpv4Type::ECHO_REPLY);
+    assert_eq!((p.echo_ident(), p.echo_seq_no()), (0x1c46, 3));
+    assert_eq!(p.data(), b"ping payload");
+    // Unused addresses are never pinged.
+    h.send(&[echo_frame(Ipv4Addr::new(192, 168, 127, 99), 1, 1, b"")]);
+    h.collect(Duration::from_millis(200));
+    assert!(h.pending.is_empty());
+    let s = h.stats();
+    assert_eq!((s.icmp.echo_replies, s.icmp.policy_dropped), (1, 1));
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut h = Harness::new();
+    let good = tcp_frame(HOST_ALIAS, &syn(9, 40000, 1), b"");
+    let mut frames = Vec::new();
+    for len in 0..good.len() {
+        frames.push(good[..len].to_vec());
+    }
+    let mut x = 0x1234_5678u32;
+    for _ in 0..200 {
+        let mut f = good.clone();
+        // Never the IP header nor the ports: a random destination would be dialled.
+        for b in f.iter_mut().skip(14 + 20 + 4) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        frames.push(f);
+    }
+    h.send(&frames);
+    h.collect(Duration::from_millis(300));
+    let s = h.stats();
+    assert_eq!(s.frames.frames_in, frames.len() as u64);
+}
