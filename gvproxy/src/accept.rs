@@ -2,30 +2,35 @@
 //! link (accept, the HyperKit handshake, the `/connect` request head, vfkit's first
 //! datagram) and hand a ready [`Link`] to the switch loop.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::thread;
 use std::time::Duration;
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use socket2::Socket;
 
 use stack::wire::MacAddr;
 use transports::framing::Framing;
-use transports::http::{read_request_head, RequestHead};
 use transports::link::{Link, LinkIo};
 use transports::listen::{accept_seqpacket, accept_vfkit, Listener};
 
+use services::api;
+use services::notify::{Notification, Notifier};
+use stack::shard::LocalConn;
+
+use crate::api::GvBackend;
 use crate::netloop::{Handle, NewLink, TX_LIMIT_BYTES};
 
 /// How long a client may take to send its request head or handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_HEAD_BYTES: usize = 8192;
 
 /// Settings every acceptor needs.
 #[derive(Clone)]
 pub struct Ctx {
     pub handle: Handle,
+    pub backend: std::sync::Arc<GvBackend>,
+    pub notifier: Notifier,
     pub mtu: u16,
     pub vpnkit_macs: Vec<(String, MacAddr)>,
 }
@@ -77,6 +82,7 @@ fn accept_loop(listener: Listener, what: String, ctx: Ctx, serve: fn(&Ctx, Owned
             }
             Err(e) => {
                 warn!("{what}: accept failed: {e}");
+                ctx.notifier.send(Notification::hypervisor_error());
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -115,7 +121,10 @@ fn serve_vpnkit(ctx: &Ctx, fd: OwnedFd, name: String) {
             let _ = sock.set_read_timeout(None);
             ctx.hand_over(ctx.stream_link(sock.into(), Framing::LenU16Le), name);
         }
-        Err(e) => warn!("{name}: handshake failed: {e}"),
+        Err(e) => {
+            warn!("{name}: handshake failed: {e}");
+            ctx.notifier.send(Notification::hypervisor_error());
+        }
     }
 }
 
@@ -134,6 +143,7 @@ pub fn spawn_bess(listener: OwnedFd, url: String, ctx: Ctx) {
             }
             Err(e) => {
                 warn!("bess {url}: accept failed: {e}");
+                ctx.notifier.send(Notification::hypervisor_error());
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -150,6 +160,7 @@ pub fn spawn_vfkit(sock: OwnedFd, url: String, ctx: Ctx) {
             Ok(p) => p,
             Err(e) => {
                 warn!("vfkit {url}: {e}");
+                ctx.notifier.send(Notification::hypervisor_error());
                 thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -205,62 +216,31 @@ pub fn stdio_link(ctx: &Ctx) -> io::Result<()> {
     Ok(())
 }
 
-fn serve_api(ctx: &Ctx, fd: OwnedFd, name: String) {
-    let mut sock = Socket::from(fd);
-    let _ = sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let (head, leftover) = match read_request_head(&mut sock, MAX_HEAD_BYTES) {
-        Ok(x) => x,
-        Err(e) => {
-            debug!("{name}: bad request: {e}");
-            let _ = respond(&mut sock, 400, &error_body(&format!("bad request: {e}")));
-            return;
-        }
-    };
-    match head.path.as_str() {
-        // Upstream writes no HTTP response: frames start with the next byte both ways.
-        "/connect" => {
-            let _ = sock.set_read_timeout(None);
-            let mut link = ctx.stream_link(sock.into(), Framing::LenU16Le);
-            link.prefill(&leftover);
-            ctx.hand_over(link, format!("/connect {name}"));
-        }
-        "/stats" => match ctx.handle.stats() {
-            Some(v) => {
-                let _ = respond(&mut sock, 200, &v.to_string());
-            }
-            None => {
-                let _ = respond(
-                    &mut sock,
-                    503,
-                    &error_body("the switch loop did not answer"),
-                );
-            }
-        },
-        _ => {
-            let _ = respond(&mut sock, 404, &not_found(&head));
-        }
-    }
+fn serve_api(ctx: &Ctx, fd: OwnedFd, _name: String) {
+    api::serve_connection(Socket::from(fd), api::Endpoint::Listen, &*ctx.backend);
 }
 
-fn not_found(head: &RequestHead) -> String {
-    error_body(&format!("{} {}: no such endpoint", head.method, head.path))
+fn serve_services(ctx: &Ctx, fd: OwnedFd, _name: String) {
+    api::serve_connection(Socket::from(fd), api::Endpoint::Services, &*ctx.backend);
 }
 
-fn error_body(msg: &str) -> String {
-    serde_json::json!({ "error": msg }).to_string()
+/// `-services`: the API without `/connect`.
+pub fn spawn_services(listener: Listener, url: String, ctx: Ctx) {
+    accept_loop(listener, url, ctx, serve_services);
 }
 
-fn respond(w: &mut impl Write, status: u16, body: &str) -> io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        _ => "Service Unavailable",
-    };
-    write!(
-        w,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    w.flush()
+/// Guests' connections to the gateway's port 80 (the in-VM API) and 53 (DNS over TCP),
+/// handed over by the shards.
+pub fn spawn_local_service(
+    name: &'static str,
+    rx: crossbeam_channel::Receiver<LocalConn>,
+    serve: impl Fn(LocalConn) + Send + Sync + 'static,
+) {
+    let serve = std::sync::Arc::new(serve);
+    spawn(name.to_string(), move || {
+        for conn in rx {
+            let serve = serve.clone();
+            spawn(format!("{name} {}", conn.guest), move || serve(conn));
+        }
+    });
 }

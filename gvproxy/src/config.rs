@@ -51,6 +51,30 @@ pub const SPECS: &[Spec] = &[
         "ec2-metadata-access",
         "let guests reach link-local 169.254.0.0/16 (cloud metadata services)",
     ),
+    Spec::value(
+        "services",
+        "",
+        "control endpoint without /connect (unix://, tcp://, vsock://)",
+    ),
+    Spec::value(
+        "ssh-port",
+        "2222",
+        "host port forwarded to the first guest's port 22 (-1: none)",
+    ),
+    Spec::value(
+        "notification",
+        "",
+        "unix:// socket told of lifecycle events (ready, connection_established, ...)",
+    ),
+    Spec::value(
+        "pcap",
+        "",
+        "capture every frame of every port to this pcap file",
+    ),
+    Spec::bool(
+        "no-vm-api",
+        "do not serve the forwarder API to guests on the gateway's port 80",
+    ),
     Spec::bool("debug", "debug logging"),
     Spec::value("pid-file", "", "write the process id to this file"),
     Spec::value("log-file", "", "write logs to this file instead of stderr"),
@@ -84,6 +108,12 @@ pub struct Config {
     /// NAT shards (threads).
     pub shards: usize,
     pub ec2_metadata_access: bool,
+    pub services: Option<Endpoint>,
+    /// None: no SSH forward.
+    pub ssh_port: Option<u16>,
+    pub notification: Option<PathBuf>,
+    pub pcap: Option<PathBuf>,
+    pub vm_api: bool,
     pub debug: bool,
     pub pid_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
@@ -241,7 +271,40 @@ fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
         shards
     };
 
+    let services = endpoint(flags, "services", &["unix", "tcp", "vsock"])?;
+    let ssh_text = flags.get_or("ssh-port", "2222");
+    let ssh_port = match ssh_text.parse::<i32>() {
+        Ok(-1) => None,
+        Ok(p) => Some(
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p >= 1024)
+                .ok_or_else(|| {
+                    err(
+                        "ssh-port",
+                        format!("{p} is out of range (1024..=65535, or -1)"),
+                    )
+                })?,
+        ),
+        Err(_) => return Err(err("ssh-port", format!("{ssh_text:?} is not a number"))),
+    };
+    let notification = match flags.get("notification").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(url) => Some(PathBuf::from(url.strip_prefix("unix://").ok_or_else(
+            || err("notification", format!("{url:?} is not a unix:// URL")),
+        )?)),
+    };
+    let pcap = flags
+        .get("pcap")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+
     Ok(Config {
+        services,
+        ssh_port,
+        notification,
+        pcap,
+        vm_api: !flags.bool("no-vm-api"),
         listen,
         listen_qemu,
         listen_bess,

@@ -3,6 +3,7 @@
 //! and then removes the sockets and the pid file.
 
 mod accept;
+mod api;
 mod config;
 mod netloop;
 
@@ -15,9 +16,17 @@ use log::{error, info};
 use nix::sys::signal::{SigSet, Signal};
 
 use config::{Command, Config};
+use services::api::Forward;
+use services::dhcp::{DhcpConfig, DhcpServer};
+use services::dns::{DnsConfig, DnsServer, Zones};
+use services::forwarder::Forwarder;
+use services::notify::{Notification, Notifier};
 use stack::gateway::GatewayConfig;
 use stack::nat::NatTable;
-use stack::shard::ShardConfig;
+use stack::shard::{GatewayServices, LocalConn, ShardConfig};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use switch::pcap::PcapTap;
 use transports::endpoint::Endpoint;
 use transports::listen::{bind_seqpacket, bind_unixgram, Listener};
 
@@ -116,6 +125,10 @@ fn run(cfg: &Config) -> Result<(), String> {
         )),
         None => None,
     };
+    let services_ep = match &cfg.services {
+        Some(ep) => Some((bind("services", ep, true, &mut cleanup)?, ep.to_string())),
+        None => None,
+    };
     let vpnkit = match &cfg.listen_vpnkit {
         Some(ep) => Some((
             bind("listen-vpnkit", ep, false, &mut cleanup)?,
@@ -169,17 +182,109 @@ fn run(cfg: &Config) -> Result<(), String> {
     );
     nat.insert(cfg.host_ip, Ipv4Addr::LOCALHOST);
     nat.set_ec2_metadata_access(cfg.ec2_metadata_access);
-    let shard_cfg = ShardConfig::new(cfg.gateway_mac, cfg.gateway_ip, cfg.mtu, nat);
+    let mut shard_cfg = ShardConfig::new(cfg.gateway_mac, cfg.gateway_ip, cfg.mtu, nat);
+
+    // DNS on the gateway: UDP is NATed to a server on the host's loopback, TCP
+    // connections are handed over by the shards.
+    let dns = DnsServer::new(
+        DnsConfig::default(),
+        Zones::gvproxy_defaults(cfg.gateway_ip, cfg.host_ip),
+    );
+    let dns_udp = match dns.bind_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))) {
+        Ok(SocketAddr::V4(a)) => a,
+        Ok(a) => return Err(format!("DNS server bound to an unexpected address {a}")),
+        Err(e) => return Err(format!("cannot start the DNS server: {e}")),
+    };
+    let (dns_tcp_tx, dns_tcp_rx) = crossbeam_channel::bounded::<LocalConn>(64);
+    let (vm_api_tx, vm_api_rx) = crossbeam_channel::bounded::<LocalConn>(64);
+    let mut tcp_services = vec![(53, dns_tcp_tx)];
+    if cfg.vm_api {
+        tcp_services.push((80, vm_api_tx));
+    }
+    shard_cfg.services = GatewayServices {
+        udp: vec![(53, dns_udp)],
+        tcp: tcp_services,
+    };
+
+    let notifier = match &cfg.notification {
+        Some(p) => {
+            Notifier::new(p.clone()).map_err(|e| format!("invalid value for -notification: {e}"))?
+        }
+        None => Notifier::default(),
+    };
+    let pcap = match &cfg.pcap {
+        Some(p) => Some(
+            PcapTap::create(p)
+                .map_err(|e| format!("invalid value for -pcap: {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let dhcp = DhcpServer::new(DhcpConfig {
+        gateway_ip: cfg.gateway_ip,
+        gateway_mac: cfg.gateway_mac,
+        subnet: cfg.subnet,
+        prefix_len: cfg.prefix_len,
+        host_ip: cfg.host_ip,
+        dns: vec![cfg.gateway_ip],
+        mtu: cfg.mtu,
+        search_domains: host_search_domains(),
+        static_leases: vec![(cfg.device_ip, config::DEFAULT_DEVICE_MAC)],
+        ..DhcpConfig::default()
+    });
+    let loop_services = netloop::LoopServices {
+        dhcp,
+        pcap,
+        notifier: notifier.clone(),
+    };
     info!("NAT: {} shard(s)", cfg.shards);
-    let (netloop, handle) = netloop::NetLoop::new(gw, shard_cfg, cfg.shards, stop)
+    let (netloop, handle) = netloop::NetLoop::new(gw, shard_cfg, cfg.shards, loop_services, stop)
         .map_err(|e| format!("cannot start the switch loop: {e}"))?;
     thread::Builder::new()
         .name("switch".into())
         .spawn(move || netloop.run())
         .map_err(|e| format!("cannot start the switch loop: {e}"))?;
 
+    let dialer = api::ShardDialer::new(handle.shards());
+    let forwarder = Forwarder::new(dialer.clone());
+    let backend = Arc::new(api::GvBackend {
+        handle: handle.clone(),
+        dns: dns.clone(),
+        forwarder: forwarder.clone(),
+        dialer,
+        mtu: cfg.mtu,
+    });
+    {
+        let dns = dns.clone();
+        accept::spawn_local_service("dns-tcp", dns_tcp_rx, move |c| dns.serve_stream(c.stream));
+    }
+    {
+        let backend = backend.clone();
+        accept::spawn_local_service("vm-api", vm_api_rx, move |c| {
+            services::api::serve_connection(
+                c.stream,
+                services::api::Endpoint::InVm {
+                    guest: *c.guest.ip(),
+                },
+                &*backend,
+            )
+        });
+    }
+    if let Some(port) = cfg.ssh_port {
+        // Upstream's static forward 127.0.0.1:<ssh-port> → <first guest>:22; a busy port
+        // is worth a warning, not the whole network.
+        let ssh = Forward {
+            local: format!("127.0.0.1:{port}"),
+            remote: SocketAddrV4::new(cfg.device_ip, 22).to_string(),
+            protocol: "tcp".into(),
+        };
+        if let Err(e) = forwarder.expose(ssh) {
+            log::warn!("-ssh-port {port}: {}", e.message);
+        }
+    }
     let ctx = accept::Ctx {
         handle,
+        backend,
+        notifier: notifier.clone(),
         mtu: cfg.mtu,
         vpnkit_macs: cfg.vpnkit_macs.clone(),
     };
@@ -206,12 +311,31 @@ fn run(cfg: &Config) -> Result<(), String> {
     if cfg.listen_stdio {
         accept::stdio_link(&ctx).map_err(|e| format!("invalid value for -listen-stdio: {e}"))?;
     }
+    if let Some((l, url)) = services_ep {
+        info!("listening for the API (without /connect) on {url}");
+        accept::spawn_services(l, url, ctx.clone());
+    }
+    // Every VM socket exists now (upstream says ready before creating them).
+    notifier.send(Notification::ready());
 
     match signals.wait() {
         Ok(sig) => info!("gvproxy exiting: {sig} caught"),
         Err(e) => error!("gvproxy exiting: sigwait failed: {e}"),
     }
+    drop(forwarder);
     drop(cleanup);
     // Other threads sit in blocking accepts: end the process here.
     std::process::exit(0);
+}
+
+/// Upstream: the first `search ` line of the host's /etc/resolv.conf, split on spaces.
+fn host_search_domains() -> Vec<String> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("search ").map(str::to_string))
+        })
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
 }

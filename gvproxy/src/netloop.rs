@@ -34,12 +34,18 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::{json, Value};
 
+use services::dhcp::DhcpServer;
+use services::notify::{Notification, Notifier};
 use stack::batch::FrameBatch;
 use stack::counters::{DropCounters, DropReason};
 use stack::flow::{FlowHasher, FlowKey};
 use stack::gateway::{Gateway, GatewayConfig, Verdict};
 use stack::shard::{self, ShardConfig, ShardHandle, ShardMsg, ShardStats, SwitchMsg};
-use stack::wire::EthernetFrame;
+use stack::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr, MacAddr,
+};
+use std::net::Ipv4Addr;
+use switch::pcap::PcapTap;
 use switch::{Decision, Learned, PortId, Switch};
 use transports::link::{Link, LinkError, ReadStatus};
 
@@ -82,7 +88,21 @@ pub struct NewLink {
 pub enum Command {
     Link(Box<NewLink>),
     Stats(Sender<Value>),
+    /// `/leases`: IP → MAC.
+    Leases(Sender<Vec<(Ipv4Addr, MacAddr)>>),
+    /// `/cam`: MAC → switch port.
+    Cam(Sender<Vec<(MacAddr, PortId)>>),
 }
+
+/// What the loop serves besides switching: DHCP, capture, notifications.
+pub struct LoopServices {
+    pub dhcp: DhcpServer,
+    pub pcap: Option<PcapTap>,
+    pub notifier: Notifier,
+}
+
+/// How often the loop may ask for one unknown neighbour.
+const ARP_RETRY: Duration = Duration::from_secs(1);
 
 /// The handle other threads use to reach the loop.
 #[derive(Clone)]
@@ -103,6 +123,11 @@ impl Handle {
 
     /// Asks the loop and the shards for a counters snapshot (None if the loop does not
     /// answer in time; a shard that does not answer is left out).
+    /// The NAT shards, for messages that go to them directly.
+    pub fn shards(&self) -> Vec<ShardHandle> {
+        self.shards.clone()
+    }
+
     pub fn stats(&self) -> Option<Value> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         if !self.send(Command::Stats(tx)) {
@@ -195,6 +220,13 @@ fn add_shard_stats(v: &mut Value, shards: &[ShardStats], configured: usize) {
         ),
     );
     obj.insert(
+        "forward".into(),
+        section(
+            map(&mut total.forward.iter()),
+            shards.iter().map(|s| map(&mut s.forward.iter())).collect(),
+        ),
+    );
+    obj.insert(
         "shard_frames".into(),
         section(
             map(&mut total.frames.iter()),
@@ -256,16 +288,31 @@ pub struct NetLoop {
     closed_tx_dropped: u64,
     on_fatal_close: Box<dyn Fn() + Send>,
     last_age: Instant,
+    services: LoopServices,
+    /// IPv4 → MAC of the guests, learned from their ARP traffic: frames the shards open
+    /// towards a guest they have not heard from carry a zero destination MAC.
+    neighbours: HashMap<Ipv4Addr, MacAddr>,
+    /// When the loop last asked for each unknown neighbour.
+    arp_asked: HashMap<Ipv4Addr, Instant>,
+    neighbour_unknown: u64,
+    /// The time of the current turn.
+    now: Instant,
 }
 
 impl NetLoop {
     /// The loop, and `shards` NAT shards started on threads of their own.
     pub fn new(
         gw: GatewayConfig,
-        shard_cfg: ShardConfig,
+        mut shard_cfg: ShardConfig,
         shards: usize,
+        services: LoopServices,
         on_fatal_close: Box<dyn Fn() + Send>,
     ) -> io::Result<(NetLoop, Handle)> {
+        // Shards opening flows towards guests pick ports whose replies hash back to them:
+        // they need the very hasher and shard count this loop routes with.
+        let hasher = FlowHasher::random();
+        shard_cfg.hasher = hasher.clone();
+        shard_cfg.shards = shards.max(1);
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -298,7 +345,7 @@ impl NetLoop {
             links_oversize: 0,
             unrouted: DropCounters::default(),
             shards: handles.clone(),
-            hasher: FlowHasher::random(),
+            hasher,
             shard_in: (0..n).map(|_| FrameBatch::new()).collect(),
             shard_in_flight: vec![0; n],
             free_batches: Vec::new(),
@@ -310,6 +357,11 @@ impl NetLoop {
             closed_tx_dropped: 0,
             on_fatal_close,
             last_age: now,
+            services,
+            neighbours: HashMap::new(),
+            arp_asked: HashMap::new(),
+            neighbour_unknown: 0,
+            now,
         };
         Ok((
             lp,
@@ -337,6 +389,7 @@ impl NetLoop {
                 continue;
             }
             let now = Instant::now();
+            self.now = now;
             // Shards return input batches without a wake-up: look every turn, so the
             // in-flight count never lags behind what they processed.
             self.drain_shards();
@@ -386,6 +439,12 @@ impl NetLoop {
                 Command::Link(nl) => self.add_link(*nl, now),
                 Command::Stats(reply) => {
                     let _ = reply.send(self.stats());
+                }
+                Command::Leases(reply) => {
+                    let _ = reply.send(self.services.dhcp.leases());
+                }
+                Command::Cam(reply) => {
+                    let _ = reply.send(self.switch.cam().collect());
                 }
             }
         }
@@ -477,11 +536,22 @@ impl NetLoop {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return Decision::Filter;
         };
+        if let Some(pcap) = &self.services.pcap {
+            pcap.capture(frame);
+        }
+        if port != self.gateway_port && eth.ethertype() == EtherType::ARP {
+            self.learn_neighbour(frame);
+        }
         let (decision, learned) = self
             .switch
             .process(port, eth.dst(), eth.src(), frame.len(), now);
         match learned {
-            Learned::New => debug!("switch: {} learned on port {port}", eth.src()),
+            Learned::New => {
+                debug!("switch: {} learned on port {port}", eth.src());
+                self.services
+                    .notifier
+                    .send(Notification::connection_established(eth.src()));
+            }
             Learned::Moved { from } => {
                 debug!("switch: {} moved from port {from} to {port}", eth.src())
             }
@@ -589,6 +659,18 @@ impl NetLoop {
                 };
                 self.shard_out_cursor += 1;
                 progress = true;
+                let resolved;
+                let frame = if frame.get(..6) == Some(&[0u8; 6][..]) {
+                    match self.resolve_neighbour(frame, now) {
+                        Some(f) => {
+                            resolved = f;
+                            &resolved[..]
+                        }
+                        None => continue,
+                    }
+                } else {
+                    frame
+                };
                 if let Decision::Unicast(p) = self.route(self.gateway_port, frame, now) {
                     if self.congested(p) {
                         self.blocked_on = Some(p);
@@ -609,7 +691,16 @@ impl NetLoop {
             match self.gateway.process_frame(frame, &mut self.gw_out) {
                 Verdict::Handled | Verdict::Dropped(_) => {}
                 // TCP/UDP/ICMP for other hosts: the shard that owns the flow takes it.
-                Verdict::Transport => self.dispatch_to_shard(frame),
+                Verdict::Transport => {
+                    if is_dhcp_request(frame) {
+                        let now = self.now;
+                        self.services
+                            .dhcp
+                            .process_frame(frame, now, &mut self.gw_out);
+                    } else {
+                        self.dispatch_to_shard(frame);
+                    }
+                }
             }
             return;
         }
@@ -673,6 +764,9 @@ impl NetLoop {
         self.links_closed += 1;
         for mac in self.switch.remove_port(port) {
             debug!("switch: {mac} left with port {port}");
+            self.services
+                .notifier
+                .send(Notification::connection_closed(mac));
         }
         info!("{}: link down: {why}", p.name);
         if let Some(tx) = p.on_close {
@@ -681,6 +775,70 @@ impl NetLoop {
         if p.fatal_on_close {
             (self.on_fatal_close)();
         }
+    }
+
+    /// Learns IPv4 → MAC from a guest's ARP request or reply (RFC 826: the sender's pair).
+    fn learn_neighbour(&mut self, frame: &[u8]) {
+        let Some(arp) = frame
+            .get(EthernetRepr::HEADER_LEN..)
+            .and_then(|p| ArpPacket::new_checked(p).ok())
+            .map(|p| ArpRepr::parse(&p))
+        else {
+            return;
+        };
+        if arp.sender_ip.is_unspecified() || !arp.sender_hw.is_unicast() {
+            return;
+        }
+        if self.neighbours.get(&arp.sender_ip) != Some(&arp.sender_hw) {
+            self.neighbours.insert(arp.sender_ip, arp.sender_hw);
+            self.arp_asked.remove(&arp.sender_ip);
+        }
+    }
+
+    /// A copy of a shard frame with its destination MAC filled in from the neighbour
+    /// table; None (and an ARP request, at most once a second per address) if unknown.
+    fn resolve_neighbour(&mut self, frame: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let dst = frame
+            .get(30..34)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(Ipv4Addr::from)?;
+        if let Some(mac) = self.neighbours.get(&dst) {
+            let mut f = frame.to_vec();
+            f[..6].copy_from_slice(&mac.0);
+            return Some(f);
+        }
+        self.neighbour_unknown += 1;
+        let due = self
+            .arp_asked
+            .get(&dst)
+            .is_none_or(|t| now.duration_since(*t) >= ARP_RETRY);
+        if due && self.arp_asked.len() < 4096 {
+            self.arp_asked.insert(dst, now);
+            let cfg = self.gateway.config();
+            let (mac, ip) = (cfg.mac, cfg.ip);
+            // RFC 826: who has `dst`? tell the gateway.
+            let eth = EthernetRepr {
+                src: mac,
+                dst: MacAddr::BROADCAST,
+                ethertype: EtherType::ARP,
+            };
+            let req = ArpRepr {
+                operation: ArpOperation::REQUEST,
+                sender_hw: mac,
+                sender_ip: ip,
+                target_hw: MacAddr([0; 6]),
+                target_ip: dst,
+            };
+            self.gw_out
+                .push_with(EthernetRepr::HEADER_LEN + ArpRepr::LEN, |buf| {
+                    let _ = eth.emit(buf);
+                    if let Some(b) = buf.get_mut(EthernetRepr::HEADER_LEN..) {
+                        let _ = req.emit(b);
+                    }
+                });
+            self.dispatch_gateway_out(now);
+        }
+        None
     }
 
     fn stats(&self) -> Value {
@@ -715,8 +873,17 @@ impl NetLoop {
             "link_tx_dropped": tx_dropped,
             "links_closed": self.links_closed,
             "links_oversize": self.links_oversize,
+            "neighbour_unknown": self.neighbour_unknown,
+            "dhcp": self.services.dhcp.counters().iter().collect::<HashMap<_, _>>(),
+            "pcap": self.services.pcap.as_ref().map(|p| json!({"written": p.written(), "dropped": p.dropped()})),
             "drops": drops,
             "cam": self.switch.cam().map(|(m, p)| (m.to_string(), p)).collect::<HashMap<_, _>>(),
         })
     }
+}
+
+/// A guest frame for the DHCP server: UDP to port 67 (the gateway already checked it).
+fn is_dhcp_request(frame: &[u8]) -> bool {
+    FlowKey::of_frame(frame)
+        .is_some_and(|k| k.proto == stack::flow::Protocol::Udp && k.remote.port() == 67)
 }

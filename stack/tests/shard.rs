@@ -1,6 +1,8 @@
 //! A shard driven like the switch loop drives it, against real sockets on 127.0.0.1 only:
 //! guest frames in as batches, frames for the guest back as batches (recycled), the NAT
-//! policy, TCP setup/refusal/data/close, UDP echo and port unreachable, ICMP echo.
+//! policy, TCP setup/refusal/data/close, UDP echo and port unreachable, ICMP echo;
+//! gateway services (TCP handed over as a unix stream, UDP NATed), active opens into the
+//! guest, reverse UDP flows and closing by tag.
 
 // Test code: a failed unwrap is a failed test; casts are of small values.
 #![allow(
@@ -10,7 +12,9 @@
 )]
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +22,9 @@ use crossbeam_channel::Receiver;
 use mio::{Poll, Token, Waker};
 
 use stack::batch::FrameBatch;
+use stack::flow::{FlowHasher, FlowKey, Protocol};
 use stack::nat::NatTable;
-use stack::shard::{self, ShardConfig, ShardHandle, ShardMsg, SwitchMsg};
+use stack::shard::{self, LocalConn, ShardConfig, ShardHandle, ShardMsg, SwitchMsg};
 use stack::wire::{
     EthernetFrame, Icmpv4Packet, Icmpv4Repr, Icmpv4Type, IpProtocol, Ipv4FrameRepr, Ipv4Packet,
     MacAddr, SeqNumber, TcpFlags, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
@@ -46,12 +51,17 @@ impl Harness {
     }
 
     fn with(f: impl FnOnce(&mut ShardConfig)) -> Harness {
+        Harness::shard(0, f)
+    }
+
+    /// Shard `id` (of `cfg.shards`).
+    fn shard(id: usize, f: impl FnOnce(&mut ShardConfig)) -> Harness {
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut cfg = ShardConfig::new(GW_MAC, GW_IP, 1500, NatTable::default());
         f(&mut cfg);
-        let shard = shard::spawn(cfg, 0, tx, waker).unwrap();
+        let shard = shard::spawn(cfg, id, tx, waker).unwrap();
         Harness {
             shard,
             rx,
@@ -487,4 +497,580 @@ fn garbage_never_panics() {
     h.collect(Duration::from_millis(300));
     let s = h.stats();
     assert_eq!(s.frames.frames_in, frames.len() as u64);
+}
+
+// ---- gateway services, active opens, reverse UDP, close by tag ----
+
+/// (dst MAC, IPv4 packet, TCP segment) of any TCP frame from the gateway to the guest.
+fn parse_tcp_to_guest(f: &[u8]) -> Option<(MacAddr, TcpView<'_>)> {
+    let eth = EthernetFrame::new_checked(f).ok()?;
+    if eth.src() != GW_MAC {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(&f[14..]).ok()?;
+    if ip.protocol() != IpProtocol::TCP || ip.dst() != GUEST_IP || !ip.verify_checksum() {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload_slice()).ok()?;
+    assert!(tcp.verify_checksum(ip.src(), ip.dst()));
+    Some((eth.dst(), (ip, tcp)))
+}
+
+/// (dst MAC, source, destination, payload) of a UDP frame to the guest.
+fn parse_udp_to_guest(f: &[u8]) -> Option<(MacAddr, SocketAddrV4, SocketAddrV4, Vec<u8>)> {
+    let eth = EthernetFrame::new_checked(f).ok()?;
+    let ip = Ipv4Packet::new_checked(&f[14..]).ok()?;
+    if ip.protocol() != IpProtocol::UDP || ip.dst() != GUEST_IP {
+        return None;
+    }
+    let u = UdpPacket::new_checked(ip.payload_slice()).ok()?;
+    assert!(u.verify_checksum(ip.src(), ip.dst()));
+    Some((
+        eth.dst(),
+        SocketAddrV4::new(ip.src(), u.src_port()),
+        SocketAddrV4::new(ip.dst(), u.dst_port()),
+        u.payload().to_vec(),
+    ))
+}
+
+/// A guest segment with ACK.
+fn guest_seg(sport: u16, dport: u16, seq: SeqNumber, ack: SeqNumber) -> TcpRepr {
+    TcpRepr {
+        src_port: sport,
+        dst_port: dport,
+        seq,
+        ack,
+        flags: TcpFlags::ACK,
+        window: 5000,
+        ..TcpRepr::default()
+    }
+}
+
+fn wait_for(h: &mut Harness, what: &str, pred: impl Fn(&shard::ShardStats) -> bool) {
+    let end = Instant::now() + WAIT;
+    loop {
+        let s = h.stats();
+        if pred(&s) {
+            return;
+        }
+        assert!(Instant::now() < end, "{what}: {s:?}");
+        h.collect(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn gateway_tcp_service_gets_a_unix_stream() {
+    let (tx, rx) = crossbeam_channel::bounded::<LocalConn>(4);
+    let (dead_tx, dead_rx) = crossbeam_channel::bounded::<LocalConn>(1);
+    drop(dead_rx);
+    let mut h = Harness::with(|c| {
+        c.services.tcp.push((80, tx));
+        c.services.tcp.push((81, dead_tx));
+    });
+    h.send(&[tcp_frame(GW_IP, &syn(80, 40100, 1000), b"")]);
+    let f = h.expect("SYN-ACK", |f| {
+        is_tcp(f, GW_IP, 80, 40100, TcpFlags::SYN | TcpFlags::ACK)
+    });
+    let (_, t) = parse_tcp(&f).unwrap();
+    assert_eq!(t.ack_number(), SeqNumber(1001));
+    let iss = t.seq_number();
+    let conn = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(conn.guest, SocketAddrV4::new(GUEST_IP, 40100));
+    let mut stream = conn.stream;
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+
+    // Guest → service.
+    let mut seg = guest_seg(40100, 80, SeqNumber(1001), iss + 1);
+    seg.flags |= TcpFlags::PSH;
+    h.send(&[tcp_frame(GW_IP, &seg, b"GET / HTTP/1.0\r\n\r\n")]);
+    let mut buf = [0u8; 18];
+    stream.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"GET / HTTP/1.0\r\n\r\n");
+
+    // Service → guest.
+    stream.write_all(b"HTTP/1.0 200 OK\r\n").unwrap();
+    let f = h.expect("data", |f| {
+        parse_tcp(f).is_some_and(|(_, t)| t.src_port() == 80 && !t.payload().is_empty())
+    });
+    let (ip, t) = parse_tcp(&f).unwrap();
+    assert_eq!(ip.src(), GW_IP);
+    assert_eq!(t.payload(), b"HTTP/1.0 200 OK\r\n");
+    assert_eq!(t.seq_number(), iss + 1);
+
+    // The guest's FIN: the service reads EOF.
+    let fin = TcpRepr {
+        seq: SeqNumber(1019),
+        ack: iss + 18,
+        flags: TcpFlags::ACK | TcpFlags::FIN,
+        ..seg
+    };
+    h.send(&[tcp_frame(GW_IP, &fin, b"")]);
+    assert_eq!(stream.read(&mut buf).unwrap(), 0);
+    // The service closes its side: FIN to the guest, whose ACK ends the connection.
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let f = h.expect("FIN", |f| {
+        parse_tcp(f).is_some_and(|(_, t)| t.src_port() == 80 && t.fin())
+    });
+    let (_, t) = parse_tcp(&f).unwrap();
+    assert_eq!(t.ack_number(), SeqNumber(1020));
+    let last = TcpRepr {
+        seq: SeqNumber(1020),
+        ack: t.seq_number() + 1,
+        flags: TcpFlags::ACK,
+        ..seg
+    };
+    h.send(&[tcp_frame(GW_IP, &last, b"")]);
+    wait_for(&mut h, "flow closed", |s| s.tcp.flows_open == 0);
+
+    // A service whose channel is gone, and a port without a service: RST.
+    h.send(&[
+        tcp_frame(GW_IP, &syn(81, 40101, 5), b""),
+        tcp_frame(GW_IP, &syn(82, 40102, 5), b""),
+    ]);
+    h.expect("RST (service gone)", |f| {
+        is_tcp(f, GW_IP, 81, 40101, TcpFlags::RST | TcpFlags::ACK)
+    });
+    h.expect("RST (no service)", |f| {
+        is_tcp(f, GW_IP, 82, 40102, TcpFlags::RST | TcpFlags::ACK)
+    });
+    let s = h.stats();
+    assert_eq!((s.forward.local_accepted, s.forward.local_refused), (1, 1));
+    assert_eq!(s.tcp.policy_rejected, 1);
+    assert_eq!(s.tcp.bytes_to_host, 18);
+    assert_eq!(s.tcp.bytes_from_host, 17);
+}
+
+#[test]
+fn gateway_udp_service_is_nated_to_its_host_address() {
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = match server.local_addr().unwrap() {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => unreachable!(),
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2000];
+        while let Ok((n, from)) = server.recv_from(&mut buf) {
+            let mut reply = b"re: ".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = server.send_to(&reply, from);
+        }
+    });
+    let mut h = Harness::with(|c| c.services.udp.push((53, addr)));
+    h.send(&[udp_frame(GW_IP, 5353, 53, b"query")]);
+    let f = h.expect("reply", |f| parse_udp_to_guest(f).is_some());
+    let (mac, src, dst, data) = parse_udp_to_guest(&f).unwrap();
+    assert_eq!(mac, GUEST_MAC);
+    assert_eq!(src, SocketAddrV4::new(GW_IP, 53));
+    assert_eq!(dst, SocketAddrV4::new(GUEST_IP, 5353));
+    assert_eq!(data, b"re: query");
+    // Another gateway port: still port unreachable.
+    h.send(&[udp_frame(GW_IP, 5353, 54, b"q")]);
+    let (src, msg) = icmp_of(&h.expect("port unreachable", |f| icmp_of(f).is_some())).unwrap();
+    assert_eq!((src, msg[0], msg[1]), (GW_IP, 3, 3));
+    let s = h.stats();
+    assert_eq!((s.forward.service_udp_flows, s.udp.flows_open), (1, 1));
+}
+
+/// A connected TCP pair on 127.0.0.1: (the client the test keeps, the accepted end).
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (a, _) = l.accept().unwrap();
+    (c, a)
+}
+
+const SHARDS: usize = 4;
+const SHARD_ID: usize = 2;
+const GUEST_PORT: u16 = 22;
+
+fn hasher() -> FlowHasher {
+    FlowHasher::with_key(0x1234, 0x5678)
+}
+
+/// Shard 2 of 4, with a fixed hasher.
+fn sharded(f: impl FnOnce(&mut ShardConfig)) -> Harness {
+    Harness::shard(SHARD_ID, |c| {
+        c.shards = SHARDS;
+        c.hasher = hasher();
+        f(c);
+    })
+}
+
+/// Sends OpenTcp and completes the handshake as the guest. Returns (gateway port, the
+/// next sequence numbers: ours as the guest, the shard's).
+fn open_into_guest(h: &mut Harness, host: OwnedFd, tag: u64) -> (u16, SeqNumber, SeqNumber) {
+    let guest = SocketAddrV4::new(GUEST_IP, GUEST_PORT);
+    assert!(h.shard.send(ShardMsg::OpenTcp { host, guest, tag }));
+    let f = h.expect("SYN to the guest", |f| {
+        parse_tcp_to_guest(f).is_some_and(|(_, (_, t))| t.syn() && t.dst_port() == GUEST_PORT)
+    });
+    let (mac, (ip, t)) = parse_tcp_to_guest(&f).unwrap();
+    assert_eq!(mac, MacAddr::ZERO, "the switch fills in the MAC");
+    assert_eq!(ip.src(), GW_IP);
+    assert!(!t.ack());
+    let port = t.src_port();
+    assert!(port >= 49152, "{port}");
+    let key = FlowKey {
+        proto: Protocol::Tcp,
+        guest,
+        remote: SocketAddrV4::new(GW_IP, port),
+    };
+    assert_eq!(hasher().shard_of(&key, SHARDS), SHARD_ID);
+    let iss = t.seq_number();
+    let synack = TcpRepr {
+        src_port: GUEST_PORT,
+        dst_port: port,
+        seq: SeqNumber(7000),
+        ack: iss + 1,
+        flags: TcpFlags::SYN | TcpFlags::ACK,
+        window: 64240,
+        mss: Some(1460),
+        ..TcpRepr::default()
+    };
+    h.send(&[tcp_frame(GW_IP, &synack, b"")]);
+    let f = h.expect("ACK of the SYN-ACK", |f| {
+        parse_tcp_to_guest(f).is_some_and(|(_, (_, t))| t.dst_port() == GUEST_PORT && t.ack())
+    });
+    let (mac, (_, t)) = parse_tcp_to_guest(&f).unwrap();
+    assert_eq!(mac, GUEST_MAC, "learned from the SYN-ACK");
+    assert_eq!(t.ack_number(), SeqNumber(7001));
+    (port, SeqNumber(7001), iss + 1)
+}
+
+#[test]
+fn open_tcp_into_the_guest() {
+    let mut h = sharded(|_| {});
+    let (mut client, accepted) = tcp_pair();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let (port, gseq, sseq) = open_into_guest(&mut h, OwnedFd::from(accepted), 1);
+    // Host client → guest.
+    client.write_all(b"SSH-2.0-client\r\n").unwrap();
+    let f = h.expect("data to the guest", |f| {
+        parse_tcp(f).is_some_and(|(_, t)| t.src_port() == port && !t.payload().is_empty())
+    });
+    let (_, t) = parse_tcp(&f).unwrap();
+    assert_eq!(t.payload(), b"SSH-2.0-client\r\n");
+    assert_eq!(t.seq_number(), sseq);
+    // Guest → host client.
+    let mut seg = guest_seg(GUEST_PORT, port, gseq, sseq + 16);
+    seg.flags |= TcpFlags::PSH;
+    h.send(&[tcp_frame(GW_IP, &seg, b"SSH-2.0-server\r\n")]);
+    let mut buf = [0u8; 16];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"SSH-2.0-server\r\n");
+    // The host client closes: FIN to the guest; the guest's FIN reaches the client as EOF.
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let f = h.expect("FIN", |f| {
+        parse_tcp(f).is_some_and(|(_, t)| t.src_port() == port && t.fin())
+    });
+    let (_, t) = parse_tcp(&f).unwrap();
+    let fin = TcpRepr {
+        seq: gseq + 16,
+        ack: t.seq_number() + 1,
+        flags: TcpFlags::ACK | TcpFlags::FIN,
+        ..seg
+    };
+    h.send(&[tcp_frame(GW_IP, &fin, b"")]);
+    assert_eq!(client.read(&mut buf).unwrap(), 0);
+    wait_for(&mut h, "flow closed", |s| s.tcp.flows_open == 0);
+    let s = h.stats();
+    assert_eq!(
+        (s.forward.active_opens, s.forward.active_open_established),
+        (1, 1)
+    );
+    assert_eq!(s.forward.active_open_failed, 0);
+}
+
+#[test]
+fn open_tcp_failures_close_the_host_socket() {
+    // One port in the range: a second open to the same guest address finds none free.
+    let mut h = sharded(|c| {
+        let free = (49152..=65535u16)
+            .find(|&p| {
+                let key = FlowKey {
+                    proto: Protocol::Tcp,
+                    guest: SocketAddrV4::new(GUEST_IP, GUEST_PORT),
+                    remote: SocketAddrV4::new(GW_IP, p),
+                };
+                hasher().shard_of(&key, SHARDS) == SHARD_ID
+            })
+            .unwrap();
+        c.ephemeral_ports = free..=free;
+    });
+    let (mut a, accepted) = tcp_pair();
+    let guest = SocketAddrV4::new(GUEST_IP, GUEST_PORT);
+    assert!(h.shard.send(ShardMsg::OpenTcp {
+        host: OwnedFd::from(accepted),
+        guest,
+        tag: 1
+    }));
+    let f = h.expect("SYN", |f| {
+        parse_tcp_to_guest(f).is_some_and(|(_, (_, t))| t.syn())
+    });
+    let (_, (_, t)) = parse_tcp_to_guest(&f).unwrap();
+    let (port, iss) = (t.src_port(), t.seq_number());
+    let (mut b, accepted) = tcp_pair();
+    assert!(h.shard.send(ShardMsg::OpenTcp {
+        host: OwnedFd::from(accepted),
+        guest,
+        tag: 2
+    }));
+    b.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 4];
+    let r = b.read(&mut buf);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    // The guest refuses the first: RST+ACK → the host client is reset.
+    let rst = TcpRepr {
+        src_port: GUEST_PORT,
+        dst_port: port,
+        seq: SeqNumber(0),
+        ack: iss + 1,
+        flags: TcpFlags::RST | TcpFlags::ACK,
+        ..TcpRepr::default()
+    };
+    h.send(&[tcp_frame(GW_IP, &rst, b"")]);
+    a.set_read_timeout(Some(WAIT)).unwrap();
+    let r = a.read(&mut buf);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    // Not a guest address (the gateway itself), and a datagram socket: refused.
+    let (mut c, accepted) = tcp_pair();
+    assert!(h.shard.send(ShardMsg::OpenTcp {
+        host: OwnedFd::from(accepted),
+        guest: SocketAddrV4::new(GW_IP, 22),
+        tag: 3
+    }));
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let r = c.read(&mut buf);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert!(h.shard.send(ShardMsg::OpenTcp {
+        host: OwnedFd::from(udp),
+        guest,
+        tag: 4
+    }));
+    wait_for(&mut h, "all failed", |s| {
+        s.forward.active_opens == 4 && s.tcp.flows_open == 0
+    });
+    let s = h.stats();
+    assert_eq!(s.forward.active_open_no_port, 1);
+    assert_eq!(s.forward.active_open_failed, 3);
+    assert_eq!(s.forward.active_open_established, 0);
+}
+
+#[test]
+fn open_tcp_gives_up_when_the_guest_never_answers() {
+    let mut h = sharded(|c| {
+        c.tcp.syn_retries = 1;
+        c.tcp.rto_initial = Duration::from_millis(100);
+        c.tcp.rto_min = Duration::from_millis(100);
+    });
+    let (mut client, accepted) = tcp_pair();
+    let guest = SocketAddrV4::new(GUEST_IP, GUEST_PORT);
+    assert!(h.shard.send(ShardMsg::OpenTcp {
+        host: OwnedFd::from(accepted),
+        guest,
+        tag: 1
+    }));
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 4];
+    let t0 = Instant::now();
+    let r = client.read(&mut buf);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    h.collect(Duration::from_millis(50));
+    let syns = h
+        .pending
+        .iter()
+        .filter(|f| parse_tcp_to_guest(f).is_some_and(|(_, (_, t))| t.syn()))
+        .count();
+    assert_eq!(syns, 2, "the SYN and one retry");
+    wait_for(&mut h, "gave up", |s| {
+        s.forward.active_open_failed == 1 && s.tcp.flows_open == 0
+    });
+}
+
+#[test]
+fn serve_udp_gives_each_client_a_flow() {
+    let mut h = sharded(|_| {});
+    let serve = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let serve_addr = serve.local_addr().unwrap();
+    let guest = SocketAddrV4::new(GUEST_IP, 8053);
+    assert!(h.shard.send(ShardMsg::ServeUdp {
+        socket: serve,
+        guest,
+        tag: 9
+    }));
+    let clients: Vec<UdpSocket> = (0..2)
+        .map(|_| {
+            let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.set_read_timeout(Some(WAIT)).unwrap();
+            c
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let msg = format!("hello {i}");
+        c.send_to(msg.as_bytes(), serve_addr).unwrap();
+        let f = h.expect("datagram to the guest", |f| {
+            parse_udp_to_guest(f).is_some_and(|(_, _, _, d)| d == msg.as_bytes())
+        });
+        let (mac, src, dst, _) = parse_udp_to_guest(&f).unwrap();
+        assert_eq!(dst, guest);
+        assert_eq!(*src.ip(), GW_IP);
+        let key = FlowKey {
+            proto: Protocol::Udp,
+            guest,
+            remote: src,
+        };
+        assert_eq!(hasher().shard_of(&key, SHARDS), SHARD_ID);
+        // The first flow to an unknown guest: the switch fills in the MAC; the second
+        // client's flow uses the MAC learned from the guest's reply on the first.
+        assert_eq!(mac, if i == 0 { MacAddr::ZERO } else { GUEST_MAC });
+        ports.push(src.port());
+        // The guest answers: the client gets it from the serve socket's address.
+        let reply = format!("reply {i}");
+        h.send(&[udp_frame(GW_IP, 8053, src.port(), reply.as_bytes())]);
+        let mut buf = [0u8; 100];
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], reply.as_bytes());
+        assert_eq!(from, serve_addr);
+    }
+    assert_ne!(ports[0], ports[1]);
+    // A second datagram from the first client uses its flow.
+    clients[0].send_to(b"again", serve_addr).unwrap();
+    let f = h.expect("again", |f| {
+        parse_udp_to_guest(f).is_some_and(|(_, _, _, d)| d == b"again")
+    });
+    assert_eq!(parse_udp_to_guest(&f).unwrap().1.port(), ports[0]);
+    let s = h.stats();
+    assert_eq!(s.forward.reverse_flows_created, 2);
+    assert_eq!(s.forward.reverse_flows_open, 2);
+    assert_eq!(s.forward.serve_sockets_open, 1);
+    assert_eq!(s.forward.reverse_datagrams_to_guest, 3);
+    assert_eq!(s.forward.reverse_datagrams_to_client, 2);
+    assert_eq!(s.udp.flows_open, 2);
+}
+
+#[test]
+fn serve_udp_flows_idle_out_and_clients_are_bounded() {
+    let mut h = sharded(|c| {
+        c.udp_idle = Duration::from_millis(300);
+        c.max_udp_clients = 1;
+    });
+    let serve = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let serve_addr = serve.local_addr().unwrap();
+    let guest = SocketAddrV4::new(GUEST_IP, 8053);
+    assert!(h.shard.send(ShardMsg::ServeUdp {
+        socket: serve,
+        guest,
+        tag: 9
+    }));
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.send_to(b"a", serve_addr).unwrap();
+    h.expect("a", |f| {
+        parse_udp_to_guest(f).is_some_and(|(_, _, _, d)| d == b"a")
+    });
+    b.send_to(b"b", serve_addr).unwrap();
+    wait_for(&mut h, "b dropped", |s| s.forward.reverse_dropped == 1);
+    wait_for(&mut h, "a expired", |s| {
+        s.forward.reverse_flows_expired == 1
+    });
+    b.send_to(b"b2", serve_addr).unwrap();
+    h.expect("b2", |f| {
+        parse_udp_to_guest(f).is_some_and(|(_, _, _, d)| d == b"b2")
+    });
+    let s = h.stats();
+    assert_eq!(s.forward.reverse_flows_created, 2);
+    assert_eq!(s.forward.reverse_flows_open, 1);
+}
+
+#[test]
+fn close_tag_resets_connections_and_closes_sockets() {
+    let mut h = sharded(|_| {});
+    let (mut client, accepted) = tcp_pair();
+    let (port, gseq, sseq) = open_into_guest(&mut h, OwnedFd::from(accepted), 7);
+    // A unix stream client with the same tag, and one with another tag.
+    let (mut ux, ux_ours) = UnixStream::pair().unwrap();
+    let (mut other, other_ours) = UnixStream::pair().unwrap();
+    let guest = SocketAddrV4::new(GUEST_IP, GUEST_PORT);
+    for (fd, tag) in [(OwnedFd::from(ux_ours), 7), (OwnedFd::from(other_ours), 8)] {
+        assert!(h.shard.send(ShardMsg::OpenTcp {
+            host: fd,
+            guest,
+            tag
+        }));
+    }
+    let serve = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let serve_addr = serve.local_addr().unwrap();
+    assert!(h.shard.send(ShardMsg::ServeUdp {
+        socket: serve,
+        guest: SocketAddrV4::new(GUEST_IP, 8053),
+        tag: 7
+    }));
+    let udp_client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp_client.connect(serve_addr).unwrap();
+    udp_client.set_read_timeout(Some(WAIT)).unwrap();
+    udp_client.send(b"x").unwrap();
+    h.expect("datagram", |f| {
+        parse_udp_to_guest(f).is_some_and(|(_, _, _, d)| d == b"x")
+    });
+    wait_for(&mut h, "set up", |s| {
+        s.tcp.flows_open == 3 && s.forward.reverse_flows_open == 1
+    });
+    h.collect(Duration::from_millis(50));
+    h.pending.clear();
+
+    assert!(h.shard.send(ShardMsg::CloseTag(7)));
+    let f = h.expect("RST", |f| {
+        parse_tcp(f).is_some_and(|(_, t)| t.src_port() == port && t.rst())
+    });
+    let (_, t) = parse_tcp(&f).unwrap();
+    assert_eq!(t.seq_number(), sseq);
+    assert!(!t.ack() || t.ack_number() == gseq);
+    // The TCP client is reset; the unix client sees EOF; the other tag lives on.
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 4];
+    let r = client.read(&mut buf);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    ux.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(matches!(ux.read(&mut buf), Ok(0) | Err(_)));
+    other
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let r = other.read(&mut buf);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{r:?}"
+    );
+    // The serve socket is closed: the port refuses now.
+    udp_client.send(b"y").unwrap();
+    let r = udp_client.recv(&mut buf);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{r:?}"
+    );
+    let s = h.stats();
+    assert_eq!(s.forward.close_tag_msgs, 1);
+    assert_eq!(s.forward.tag_closed_tcp, 2);
+    assert_eq!(s.forward.tag_closed_udp, 1);
+    assert_eq!(s.forward.tag_closed_serve_sockets, 1);
+    assert_eq!(s.forward.serve_sockets_open, 0);
+    assert_eq!(s.tcp.flows_open, 1);
+    assert_eq!(s.udp.flows_open, 0);
 }

@@ -159,7 +159,7 @@ impl Shard {
             last_active: now,
             readable: false,
         };
-        let got = self.insert_flow(key, guest_mac, Proto::Icmp(flow));
+        let got = self.insert_flow(key, guest_mac, None, Proto::Icmp(flow));
         self.schedule(got, Some(later(now, self.cfg.icmp_idle)));
         Some(got)
     }

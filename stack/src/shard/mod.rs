@@ -12,7 +12,14 @@
 //!  host sockets ──readable/writable (edge-triggered)──▶ dirty list ─▶ service: host write, host read, poll_output
 //!  timers (heap of deadlines) ─▶ Tcb::on_timer, connect timeout, idle expiry
 //!  frames for guests ─▶ Out (FrameBatch) ──SwitchMsg::Frames──▶ switch loop ──ShardMsg::Recycle──▶ reused
+//!  API ──OpenTcp / ServeUdp / CloseTag──▶ active opens and reverse UDP flows towards guests
 //! ```
+//!
+//! Flows opened towards a guest (port forwards, `/tunnel`) use a source port on the
+//! gateway address picked so that the flow's key hashes to this shard
+//! (`ShardConfig::{hasher, shards}` must be the switch loop's), so the guest's replies
+//! come back here. Their first frames carry destination MAC 00:00:00:00:00:00 when the
+//! shard has not heard from the guest on that flow: the switch loop fills it in.
 //!
 //! Each turn: poll (until the next timer, or not at all while work is pending), take `now`
 //! once, dispatch every event through one `match` on the token's kind, run due timers,
@@ -20,6 +27,7 @@
 //! edge-triggered readiness will not fire again), and hand the frames to the switch.
 //! A flow's timers, sockets and state all live here; no other thread touches them.
 
+mod host;
 mod icmp;
 mod out;
 pub mod stats;
@@ -29,7 +37,10 @@ mod udp;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::RangeInclusive;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -40,12 +51,14 @@ use mio::{Events, Poll, Waker};
 
 use crate::batch::FrameBatch;
 use crate::counters::{DropCounters, DropReason};
-use crate::flow::FlowKey;
-use crate::nat::NatTable;
+use crate::flow::{FlowHasher, FlowKey, Protocol};
+use crate::nat::{Destination, NatTable};
 use crate::tcp::{TcbStats, TcpConfig};
 use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr};
 
-pub use stats::{FrameCounters, IcmpCounters, ShardStats, TcpCounters, UdpCounters};
+pub use stats::{
+    ForwardCounters, FrameCounters, IcmpCounters, ShardStats, TcpCounters, UdpCounters,
+};
 
 use out::Out;
 use table::{FlowId, Kind, Slab, Timers};
@@ -69,11 +82,48 @@ pub struct ShardConfig {
     pub icmp_idle: Duration,
     /// Flows per shard (each holds a host socket); beyond it new flows are refused.
     pub max_flows: usize,
+    /// Services on the gateway's own address (`gateway_ip`).
+    pub services: GatewayServices,
+    /// The switch loop's flow hasher and shard count. A shard opening a connection or a
+    /// UDP flow towards a guest picks its source port on the gateway address so that the
+    /// guest's replies hash back to it: both must be exactly what the switch loop uses.
+    pub hasher: FlowHasher,
+    pub shards: usize,
+    /// Source ports (on `gateway_ip`) for connections and flows opened towards guests.
+    pub ephemeral_ports: RangeInclusive<u16>,
+    /// Clients (each a flow) per `ServeUdp` socket; datagrams from further clients are
+    /// dropped until one idles out.
+    pub max_udp_clients: usize,
+}
+
+/// What the gateway's own address serves. Ports not listed: TCP RST, UDP port unreachable.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayServices {
+    /// A guest datagram to `gateway_ip:port` is NATed, like any UDP flow, to this host
+    /// address; replies come back from `gateway_ip:port` (DNS: 53 → the DNS server's
+    /// UDP socket on 127.0.0.1).
+    pub udp: Vec<(u16, SocketAddrV4)>,
+    /// A guest SYN to `gateway_ip:port` is accepted at once: the shard keeps one end of a
+    /// unix stream pair as the connection's host socket and sends the other end here
+    /// (`try_send`: a full or closed channel refuses the connection with RST).
+    pub tcp: Vec<(u16, Sender<LocalConn>)>,
+}
+
+/// A guest's connection to a TCP service of the gateway: bytes the guest sends arrive on
+/// `stream`, bytes written to it reach the guest; EOF / `shutdown(Write)` carry FIN both
+/// ways; dropping it early closes the guest's connection.
+#[derive(Debug)]
+pub struct LocalConn {
+    pub stream: UnixStream,
+    /// The guest's address and port.
+    pub guest: SocketAddrV4,
 }
 
 impl ShardConfig {
     /// Defaults for a link of `mtu` bytes: TCP MSS = MTU - 40, connect timeout 30 s,
-    /// UDP idle 90 s (upstream's), ICMP idle 60 s.
+    /// UDP idle 90 s (upstream's), ICMP idle 60 s, no gateway services, ephemeral ports
+    /// 49152-65535, 1024 clients per `ServeUdp` socket. `hasher` is a fresh random one and
+    /// `shards` is 1: set both to the switch loop's.
     pub fn new(gateway_mac: MacAddr, gateway_ip: Ipv4Addr, mtu: u16, nat: NatTable) -> Self {
         let mut tcp = TcpConfig {
             mss: mtu.saturating_sub(40).max(536),
@@ -92,6 +142,12 @@ impl ShardConfig {
             udp_idle: Duration::from_secs(90),
             icmp_idle: Duration::from_secs(60),
             max_flows: 200_000,
+            services: GatewayServices::default(),
+            hasher: FlowHasher::random(),
+            shards: 1,
+            // IANA's dynamic ports (RFC 6335 §6).
+            ephemeral_ports: 49152..=65535,
+            max_udp_clients: 1024,
         }
     }
 }
@@ -105,6 +161,26 @@ pub enum ShardMsg {
     Recycle(FrameBatch),
     /// A counters snapshot, please.
     Stats(Sender<ShardStats>),
+    /// Open a TCP connection into a guest (port forwarding, `/tunnel`) and splice it to
+    /// `host`, a connected stream socket (TCP or unix). Any shard may be asked: it picks a
+    /// source port on the gateway address that hashes to itself. On failure (SYN
+    /// unanswered, RST from the guest, no free port) `host` is closed.
+    OpenTcp {
+        host: OwnedFd,
+        guest: SocketAddrV4,
+        tag: u64,
+    },
+    /// UDP port forwarding: `socket` is bound on the host; each client address that sends
+    /// to it gets a flow `gateway_ip:port → guest` (idle-closed after `udp_idle`), and the
+    /// guest's replies go back to that client from `socket`.
+    ServeUdp {
+        socket: std::net::UdpSocket,
+        guest: SocketAddrV4,
+        tag: u64,
+    },
+    /// Close every flow and socket opened with this tag (TCP: RST to the guest, the host
+    /// socket closed; UDP: the flows and the listening socket dropped).
+    CloseTag(u64),
     /// Close every flow and end the thread.
     Shutdown,
 }
@@ -174,11 +250,15 @@ enum Proto {
     /// Boxed: a Tcb is large, UDP and ICMP flows are small.
     Tcp(Box<tcp::TcpFlow>),
     Udp(udp::UdpFlow),
+    /// A client of a `ServeUdp` socket and the guest (no socket of its own).
+    UdpRev(udp::RevFlow),
     Icmp(icmp::IcmpFlow),
 }
 
 struct Flow {
     key: FlowKey,
+    /// The `tag` of the message that opened it (`CloseTag`).
+    tag: Option<u64>,
     /// Where frames for the guest go (the source MAC of its latest frame).
     guest_mac: MacAddr,
     /// The deadline this flow has in the timer heap, if any.
@@ -196,6 +276,7 @@ struct Counters {
     tcp_closed: TcbStats,
     udp: UdpCounters,
     icmp: IcmpCounters,
+    forward: ForwardCounters,
     frames_in: u64,
     drops: DropCounters,
 }
@@ -209,6 +290,12 @@ struct Shard {
     out: Out,
     flows: Slab<Flow>,
     index: HashMap<FlowKey, FlowId>,
+    /// `ServeUdp` sockets.
+    serves: Slab<udp::Serve>,
+    /// Serve sockets with datagrams to read at the end of the turn.
+    serve_dirty: Vec<FlowId>,
+    /// Where the search for a free source port (towards guests) starts next.
+    port_cursor: u32,
     timers: Timers,
     /// Flows with work for the end of the turn (host I/O, output).
     dirty: Vec<FlowId>,
@@ -252,6 +339,16 @@ impl Shard {
         switch_waker: Arc<Waker>,
     ) -> Shard {
         let out = Out::new(id, cfg.gateway_mac, to_switch.clone(), switch_waker);
+        if id >= cfg.shards {
+            warn!(
+                "shard {id}: ShardConfig.shards is {}: connections to guests will fail \
+                 (set it, and the hasher, to the switch loop's)",
+                cfg.shards
+            );
+        }
+        let isn_secret = random_secret();
+        let port_cursor =
+            u32::from_le_bytes([isn_secret[0], isn_secret[1], isn_secret[2], isn_secret[3]]);
         Shard {
             id,
             cfg,
@@ -261,11 +358,14 @@ impl Shard {
             out,
             flows: Slab::new(),
             index: HashMap::new(),
+            serves: Slab::new(),
+            serve_dirty: Vec::new(),
+            port_cursor,
             timers: Timers::default(),
             dirty: Vec::new(),
             dirty_spare: Vec::new(),
             scratch: vec![0u8; 1 << 16],
-            isn_secret: random_secret(),
+            isn_secret,
             epoch: Instant::now(),
             counters: Counters::default(),
             running: true,
@@ -289,11 +389,13 @@ impl Shard {
                 match table::decode(ev.token()) {
                     Some((Kind::Waker, _)) => self.drain_messages(now),
                     Some((Kind::Flow, id)) => self.flow_event(id, ev, now),
+                    Some((Kind::Serve, id)) => self.serve_event(id),
                     // Not a token of ours: ignore.
                     None => {}
                 }
             }
             self.run_timers(now);
+            self.run_serves(now);
             self.run_dirty(now);
             self.out.flush();
         }
@@ -302,7 +404,7 @@ impl Shard {
 
     /// Zero while there is work the output credit allows; else until the next timer.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.dirty.is_empty() && self.out.can_send() {
+        if (!self.dirty.is_empty() || !self.serve_dirty.is_empty()) && self.out.can_send() {
             return Some(Duration::ZERO);
         }
         self.timers
@@ -330,10 +432,16 @@ impl Shard {
                 ShardMsg::Stats(reply) => {
                     let _ = reply.send(self.stats());
                 }
+                ShardMsg::OpenTcp { host, guest, tag } => self.open_tcp(host, guest, tag, now),
+                ShardMsg::ServeUdp { socket, guest, tag } => self.serve_udp(socket, guest, tag),
+                ShardMsg::CloseTag(tag) => self.close_tag(tag),
                 ShardMsg::Shutdown => {
                     self.running = false;
                     for id in self.flows.ids() {
                         self.remove_flow(id);
+                    }
+                    for id in self.serves.ids() {
+                        self.remove_serve(id);
                     }
                 }
             }
@@ -381,6 +489,8 @@ impl Shard {
                 i.readable = true;
                 self.mark_dirty(id);
             }
+            // No socket of its own: never registered.
+            Proto::UdpRev(_) => {}
         }
     }
 
@@ -413,6 +523,7 @@ impl Shard {
                 Proto::Tcp(_) => self.service_tcp(id, now),
                 Proto::Udp(_) => self.service_udp(id, now),
                 Proto::Icmp(_) => self.service_icmp(id, now),
+                Proto::UdpRev(_) => {}
             }
         }
         if i < list.len() {
@@ -440,6 +551,7 @@ impl Shard {
             match f.proto {
                 Proto::Tcp(_) => self.tcp_timer(id, now),
                 Proto::Udp(_) => self.udp_timer(id, now),
+                Proto::UdpRev(_) => self.udp_rev_timer(id, now),
                 Proto::Icmp(_) => self.icmp_timer(id, now),
             }
         }
@@ -457,9 +569,16 @@ impl Shard {
         }
     }
 
-    fn insert_flow(&mut self, key: FlowKey, guest_mac: MacAddr, proto: Proto) -> FlowId {
+    fn insert_flow(
+        &mut self,
+        key: FlowKey,
+        guest_mac: MacAddr,
+        tag: Option<u64>,
+        proto: Proto,
+    ) -> FlowId {
         let id = self.flows.insert(Flow {
             key,
+            tag,
             guest_mac,
             timer_at: None,
             queued: false,
@@ -480,13 +599,87 @@ impl Shard {
         let registry = self.poll.registry();
         match flow.proto {
             Proto::Tcp(t) => {
+                if t.active_open_pending() {
+                    self.counters.forward.active_open_failed += 1;
+                }
                 self.counters.tcp.flows_closed += 1;
                 stats::add_tcb_stats(&mut self.counters.tcp_closed, &t.tcb.stats());
                 t.close(registry);
             }
             Proto::Udp(u) => u.close(registry),
+            Proto::UdpRev(r) => self.detach_client(&r, id),
             Proto::Icmp(i) => i.close(registry),
         }
+    }
+
+    /// `ShardMsg::CloseTag`: every flow and serve socket opened with `tag`.
+    fn close_tag(&mut self, tag: u64) {
+        self.counters.forward.close_tag_msgs += 1;
+        for id in self.flows.ids() {
+            let Some(f) = self.flows.get_mut(id) else {
+                continue;
+            };
+            if f.tag != Some(tag) {
+                continue;
+            }
+            match f.proto {
+                Proto::Tcp(_) => self.tcp_close_tagged(id),
+                _ => {
+                    self.counters.forward.tag_closed_udp += 1;
+                    self.remove_flow(id);
+                }
+            }
+        }
+        for id in self.serves.ids() {
+            if self.serves.get_mut(id).is_some_and(|s| s.tag == tag) {
+                self.counters.forward.tag_closed_serve_sockets += 1;
+                self.remove_serve(id);
+            }
+        }
+    }
+
+    /// An address a connection or flow towards a guest may go to: inside the virtual
+    /// subnet, and not the gateway, a NATed virtual IP or a broadcast address.
+    fn is_guest_addr(&self, guest: SocketAddrV4) -> bool {
+        guest.port() != 0 && self.cfg.nat.resolve(*guest.ip()) == Destination::InSubnetUnused
+    }
+
+    /// A source port on the gateway address for a new flow towards `guest`: from the
+    /// ephemeral range, not a gateway service port, not in use with `guest`, and such that
+    /// the flow's key hashes to this shard (the switch loop sends the guest's replies to
+    /// the shard its hasher picks). `None` if every port is taken.
+    fn pick_port(&mut self, proto: Protocol, guest: SocketAddrV4) -> Option<u16> {
+        let lo = (*self.cfg.ephemeral_ports.start()).max(1);
+        let hi = *self.cfg.ephemeral_ports.end();
+        if hi < lo {
+            return None;
+        }
+        let span = u32::from(hi) - u32::from(lo) + 1;
+        let is_service = |p: u16| match proto {
+            Protocol::Tcp => self.cfg.services.tcp.iter().any(|(s, _)| *s == p),
+            Protocol::Udp => self.cfg.services.udp.iter().any(|(s, _)| *s == p),
+            Protocol::Icmp => false,
+        };
+        for i in 0..span {
+            let off = self.port_cursor.wrapping_add(i) % span;
+            let Ok(port) = u16::try_from(u32::from(lo) + off) else {
+                continue;
+            };
+            let key = FlowKey {
+                proto,
+                guest,
+                remote: SocketAddrV4::new(self.cfg.gateway_ip, port),
+            };
+            if self.cfg.hasher.shard_of(&key, self.cfg.shards) != self.id
+                || self.index.contains_key(&key)
+                || is_service(port)
+            {
+                continue;
+            }
+            self.port_cursor = off.wrapping_add(1) % span;
+            return Some(port);
+        }
+        None
     }
 
     fn flow_limit_reached(&self) -> bool {
@@ -500,10 +693,12 @@ impl Shard {
             tcp_engine: self.counters.tcp_closed,
             udp: self.counters.udp,
             icmp: self.counters.icmp,
+            forward: self.counters.forward,
             frames: self.out.counters,
             drops: self.counters.drops.clone(),
         };
         s.frames.frames_in = self.counters.frames_in;
+        s.forward.serve_sockets_open = self.serves.len() as u64;
         s.drops.add(&self.out.drops);
         for f in self.flows.iter() {
             match &f.proto {
@@ -515,6 +710,10 @@ impl Shard {
                     stats::add_tcb_stats(&mut s.tcp_engine, &t.tcb.stats());
                 }
                 Proto::Udp(_) => s.udp.flows_open += 1,
+                Proto::UdpRev(_) => {
+                    s.udp.flows_open += 1;
+                    s.forward.reverse_flows_open += 1;
+                }
                 Proto::Icmp(_) => s.icmp.flows_open += 1,
             }
         }

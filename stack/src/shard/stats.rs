@@ -110,6 +110,51 @@ counter_struct! {
 }
 
 counter_struct! {
+    /// Gateway services and forwards into the guests (also counted in `tcp` / `udp` as flows).
+    ForwardCounters {
+        /// Guest connections to a gateway TCP service handed to it.
+        local_accepted,
+        /// Guest connections to a gateway TCP service refused (channel full or gone): RST.
+        local_refused,
+        /// Guest UDP flows to a gateway UDP service (NATed to its host address).
+        service_udp_flows,
+        /// `OpenTcp` requests.
+        active_opens,
+        /// Active opens the guest accepted (its SYN-ACK arrived).
+        active_open_established,
+        /// Active opens that failed (not a guest address, unusable host socket, flow
+        /// limit, guest RST, SYN retries exhausted).
+        active_open_failed,
+        /// Active opens refused because no source port hashing to this shard was free.
+        active_open_no_port,
+        /// `ServeUdp` sockets open now.
+        serve_sockets_open,
+        /// `ServeUdp` sockets refused (not a guest address, cannot be watched).
+        serve_refused,
+        /// Reverse UDP flows (client of a serve socket ↔ guest) open now.
+        reverse_flows_open,
+        reverse_flows_created,
+        /// Closed after the idle timeout.
+        reverse_flows_expired,
+        /// Datagrams from serve socket clients sent to the guest.
+        reverse_datagrams_to_guest,
+        /// Guest datagrams sent back to serve socket clients.
+        reverse_datagrams_to_client,
+        /// Client datagrams dropped: too many clients on the socket, no free port, the
+        /// flow limit, or larger than the MTU allows.
+        reverse_dropped,
+        /// `CloseTag` messages.
+        close_tag_msgs,
+        /// TCP flows reset by `CloseTag`.
+        tag_closed_tcp,
+        /// UDP flows dropped by `CloseTag`.
+        tag_closed_udp,
+        /// Serve sockets closed by `CloseTag`.
+        tag_closed_serve_sockets,
+    }
+}
+
+counter_struct! {
     /// The shard's own frame traffic.
     FrameCounters {
         /// Guest frames received from the switch.
@@ -134,6 +179,8 @@ pub struct ShardStats {
     pub tcp_engine: TcbStats,
     pub udp: UdpCounters,
     pub icmp: IcmpCounters,
+    /// Gateway services, port forwards and tunnels.
+    pub forward: ForwardCounters,
     pub frames: FrameCounters,
     /// Guest frames the shard could not use (malformed; never expected after the gateway).
     pub drops: DropCounters,
@@ -146,6 +193,7 @@ impl ShardStats {
         add_tcb_stats(&mut self.tcp_engine, &other.tcp_engine);
         self.udp.add(&other.udp);
         self.icmp.add(&other.icmp);
+        self.forward.add(&other.forward);
         self.frames.add(&other.frames);
         self.drops.add(&other.drops);
     }

@@ -14,6 +14,8 @@ pub(crate) enum Kind {
     Waker,
     /// A flow's host socket.
     Flow,
+    /// A `ServeUdp` socket (its index is in the serve slab).
+    Serve,
 }
 
 const KIND_BITS: u32 = 4;
@@ -21,6 +23,7 @@ const INDEX_BITS: u32 = 32;
 const GEN_BITS: u32 = 28;
 const KIND_WAKER: usize = 1;
 const KIND_FLOW: usize = 2;
+const KIND_SERVE: usize = 3;
 
 /// A slot of the slab and the generation of its occupant: a token or timer entry of a flow
 /// that is gone (and whose slot was reused) never matches the new occupant.
@@ -35,6 +38,7 @@ pub(crate) fn token(kind: Kind, id: FlowId) -> Token {
     let k = match kind {
         Kind::Waker => KIND_WAKER,
         Kind::Flow => KIND_FLOW,
+        Kind::Serve => KIND_SERVE,
     };
     let index = usize::try_from(id.index).unwrap_or(0);
     let gen = usize::try_from(id.gen & ((1 << GEN_BITS) - 1)).unwrap_or(0);
@@ -50,6 +54,7 @@ pub(crate) fn decode(t: Token) -> Option<(Kind, FlowId)> {
     let kind = match t.0 & ((1 << KIND_BITS) - 1) {
         KIND_WAKER => Kind::Waker,
         KIND_FLOW => Kind::Flow,
+        KIND_SERVE => Kind::Serve,
         _ => return None,
     };
     let index = u32::try_from((t.0 >> KIND_BITS) & ((1 << INDEX_BITS) - 1)).ok()?;
@@ -203,6 +208,7 @@ mod tests {
         for (kind, index, gen) in [
             (Kind::Flow, 0, 0),
             (Kind::Flow, 7, 3),
+            (Kind::Serve, 9, 1),
             (Kind::Flow, u32::MAX, (1 << GEN_BITS) - 1),
             (Kind::Waker, 0, 0),
         ] {

@@ -13,7 +13,8 @@
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::os::fd::OwnedFd;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
@@ -23,10 +24,11 @@ use crate::nat::Destination;
 use crate::tcp::{self, Effects, Endpoints, Tcb, TcpFlags, TcpRepr};
 use crate::wire::{Icmpv4Unreachable, Ipv4Packet, MacAddr, TcpPacket};
 
+use super::host::{refuse as refuse_host, HostStream};
 use super::out::{NullSink, Out, TcpSink};
 use super::stats::TcpCounters;
 use super::table::{self, FlowId, Kind};
-use super::{later, Flow, Proto, Shard};
+use super::{later, Flow, LocalConn, Proto, Shard};
 
 /// Host bytes read for one connection per turn before the others get a go.
 const READ_BUDGET: usize = 1 << 20;
@@ -43,7 +45,7 @@ pub(super) struct Connecting {
 
 pub(super) struct TcpFlow {
     pub tcb: Tcb,
-    sock: Option<TcpStream>,
+    sock: Option<HostStream>,
     connecting: Option<Connecting>,
     /// The socket may have bytes to read (edge-triggered: set by events, cleared by
     /// WouldBlock).
@@ -58,9 +60,33 @@ pub(super) struct TcpFlow {
     shut_wr: bool,
     /// The engine said the connection is over: close the host socket.
     want_close: bool,
+    /// An active open (towards the guest) whose SYN-ACK has not arrived yet.
+    active_pending: bool,
 }
 
 impl TcpFlow {
+    /// A flow whose host socket is connected (`connecting: None`) or being connected.
+    fn new(tcb: Tcb, sock: HostStream, connecting: Option<Connecting>) -> TcpFlow {
+        TcpFlow {
+            tcb,
+            sock: Some(sock),
+            // A connected socket may hold bytes already (edge-triggered: look once).
+            readable: connecting.is_none(),
+            connecting,
+            write_blocked: false,
+            host_eof: false,
+            want_shutdown: false,
+            shut_wr: false,
+            want_close: false,
+            active_pending: false,
+        }
+    }
+
+    /// An active open that never got its SYN-ACK.
+    pub fn active_open_pending(&self) -> bool {
+        self.active_pending
+    }
+
     pub fn is_connecting(&self) -> bool {
         self.connecting.is_some()
     }
@@ -86,13 +112,21 @@ impl TcpFlow {
         }
         let abort = !(self.host_eof && self.shut_wr);
         if abort {
-            let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+            sock.set_abortive();
         }
         abort
     }
 
     pub fn close(mut self, registry: &Registry) {
         self.close_socket(registry);
+    }
+
+    /// Closes the host socket abortively (the host peer sees a RST; a unix peer, EOF).
+    pub fn abort(mut self, registry: &Registry) {
+        if let Some(mut sock) = self.sock.take() {
+            let _ = registry.deregister(&mut sock);
+            sock.set_abortive();
+        }
     }
 
     /// The next deadline: the engine's timers and the connect timeout.
@@ -175,6 +209,14 @@ impl Shard {
                         };
                         let eff = t.tcb.on_segment(&repr, payload, now, &mut sink);
                         t.note(eff);
+                        if t.active_pending && t.tcb.state() != tcp::State::SynSent {
+                            t.active_pending = false;
+                            if t.tcb.state() == tcp::State::Closed {
+                                self.counters.forward.active_open_failed += 1;
+                            } else {
+                                self.counters.forward.active_open_established += 1;
+                            }
+                        }
                         self.mark_dirty(id);
                         return;
                     }
@@ -200,7 +242,20 @@ impl Shard {
                 shard.out.tcp(guest_mac, &ep, &rst, [&[], &[]]);
             }
         };
-        match self.cfg.nat.resolve(ip.dst()) {
+        let dest = self.cfg.nat.resolve(ip.dst());
+        if dest == Destination::Gateway && ip.dst() == self.cfg.gateway_ip {
+            let port = repr.dst_port;
+            if let Some(svc) = self.cfg.services.tcp.iter().position(|(p, _)| *p == port) {
+                if self.flow_limit_reached() {
+                    self.counters.tcp.flow_limit += 1;
+                    refuse(self);
+                    return;
+                }
+                self.tcp_local(key, guest_mac, &repr, svc, now);
+                return;
+            }
+        }
+        match dest {
             Destination::Host(host) => {
                 if self.flow_limit_reached() {
                     self.counters.tcp.flow_limit += 1;
@@ -210,8 +265,8 @@ impl Shard {
                 let host = SocketAddrV4::new(host, repr.dst_port);
                 self.tcp_open(key, guest_mac, host, &repr, ip.packet_slice(), now);
             }
-            // Services on the gateway come with the next issue; unused addresses and
-            // link-local are never dialled: RST as a host with no listener would send.
+            // A gateway port without a service, unused addresses and link-local are
+            // never dialled: RST as a host with no listener would send.
             Destination::Gateway | Destination::InSubnetUnused | Destination::LinkLocalRefused => {
                 self.counters.tcp.policy_rejected += 1;
                 refuse(self);
@@ -236,9 +291,7 @@ impl Shard {
             guest: key.guest,
             remote: key.remote,
         };
-        let micros = u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
-            .unwrap_or(u64::MAX);
-        let iss = tcp::isn(&self.isn_secret, &ep, micros);
+        let iss = self.iss_for(&ep, now);
         let Some(mut tcb) = Tcb::accept_syn(ep, syn, iss, &self.cfg.tcp, now) else {
             return;
         };
@@ -257,23 +310,17 @@ impl Shard {
         match sock {
             Ok(sock) => {
                 log::trace!("shard {}: {key}: connecting to {host}", self.id);
-                let flow = TcpFlow {
+                let flow = TcpFlow::new(
                     tcb,
-                    sock: Some(sock),
-                    connecting: Some(Connecting {
+                    HostStream::Tcp(sock),
+                    Some(Connecting {
                         deadline: later(now, self.cfg.connect_timeout),
                         quote,
                         quote_len,
                     }),
-                    readable: false,
-                    write_blocked: false,
-                    host_eof: false,
-                    want_shutdown: false,
-                    shut_wr: false,
-                    want_close: false,
-                };
+                );
                 let deadline = flow.deadline();
-                let got = self.insert_flow(key, guest_mac, Proto::Tcp(Box::new(flow)));
+                let got = self.insert_flow(key, guest_mac, None, Proto::Tcp(Box::new(flow)));
                 debug_assert_eq!(got, id);
                 self.schedule(got, deadline);
             }
@@ -290,6 +337,190 @@ impl Shard {
                 );
             }
         }
+    }
+
+    fn iss_for(&self, ep: &Endpoints, now: Instant) -> tcp::SeqNumber {
+        let micros = u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
+            .unwrap_or(u64::MAX);
+        tcp::isn(&self.isn_secret, ep, micros)
+    }
+
+    /// A guest SYN to a TCP service of the gateway (`services.tcp[svc]`): accepted at once,
+    /// no host connect. The flow's host socket is one end of a unix stream pair; the other
+    /// end goes to the service's channel with the guest's address. A closed or full channel
+    /// (or no file descriptors) refuses the connection with RST.
+    fn tcp_local(
+        &mut self,
+        key: FlowKey,
+        guest_mac: MacAddr,
+        syn: &TcpRepr,
+        svc: usize,
+        now: Instant,
+    ) {
+        let ep = Endpoints {
+            guest: key.guest,
+            remote: key.remote,
+        };
+        let iss = self.iss_for(&ep, now);
+        let Some(mut tcb) = Tcb::accept_syn(ep, syn, iss, &self.cfg.tcp, now) else {
+            return;
+        };
+        let id = self.flows.next_id();
+        let pair = std::os::unix::net::UnixStream::pair().and_then(|(ours, theirs)| {
+            ours.set_nonblocking(true)?;
+            let mut ours = HostStream::Unix(mio::net::UnixStream::from_std(ours));
+            self.poll.registry().register(
+                &mut ours,
+                table::token(Kind::Flow, id),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok((ours, theirs))
+        });
+        let mut sink = TcpSink {
+            out: &mut self.out,
+            guest_mac,
+            ep,
+        };
+        let (mut ours, theirs) = match pair {
+            Ok(p) => p,
+            Err(e) => {
+                log::debug!(
+                    "shard {}: {key}: no socket pair for the service: {e}",
+                    self.id
+                );
+                self.counters.forward.local_refused += 1;
+                tcb.host_refused(&mut sink);
+                return;
+            }
+        };
+        let conn = LocalConn {
+            stream: theirs,
+            guest: key.guest,
+        };
+        let sent = self
+            .cfg
+            .services
+            .tcp
+            .get(svc)
+            .is_some_and(|(_, tx)| tx.try_send(conn).is_ok());
+        if !sent {
+            log::debug!("shard {}: {key}: service busy or gone: RST", self.id);
+            let _ = self.poll.registry().deregister(&mut ours);
+            self.counters.forward.local_refused += 1;
+            tcb.host_refused(&mut sink);
+            return;
+        }
+        tcb.host_connected(now, &mut sink);
+        self.counters.forward.local_accepted += 1;
+        log::trace!("shard {}: {key}: handed to the gateway service", self.id);
+        let flow = TcpFlow::new(tcb, ours, None);
+        let deadline = flow.deadline();
+        let got = self.insert_flow(key, guest_mac, None, Proto::Tcp(Box::new(flow)));
+        debug_assert_eq!(got, id);
+        self.schedule(got, deadline);
+        self.mark_dirty(got);
+    }
+
+    /// Active open into a guest (`ShardMsg::OpenTcp`): a connection from
+    /// `gateway_ip:<port>` to `guest`, spliced to `host` (a connected TCP or unix stream).
+    /// The port is chosen so that the guest's replies hash to this shard. Frames go to the
+    /// zero MAC until the guest answers (the switch loop fills in the guest's MAC). Any
+    /// failure (no port free, flow limit, not a stream socket, SYN retries exhausted, RST
+    /// from the guest) closes `host`: its peer sees EOF or a reset.
+    pub(super) fn open_tcp(&mut self, host: OwnedFd, guest: SocketAddrV4, tag: u64, now: Instant) {
+        self.counters.forward.active_opens += 1;
+        if !self.is_guest_addr(guest) {
+            log::debug!(
+                "shard {}: open to {guest} refused: not a guest address",
+                self.id
+            );
+            self.counters.forward.active_open_failed += 1;
+            refuse_host(host);
+            return;
+        }
+        if self.flow_limit_reached() {
+            self.counters.tcp.flow_limit += 1;
+            self.counters.forward.active_open_failed += 1;
+            refuse_host(host);
+            return;
+        }
+        let Some(port) = self.pick_port(Protocol::Tcp, guest) else {
+            log::debug!("shard {}: open to {guest} refused: no free port", self.id);
+            self.counters.forward.active_open_no_port += 1;
+            refuse_host(host);
+            return;
+        };
+        let key = FlowKey {
+            proto: Protocol::Tcp,
+            guest,
+            remote: SocketAddrV4::new(self.cfg.gateway_ip, port),
+        };
+        let id = self.flows.next_id();
+        let sock = HostStream::from_fd(host).and_then(|mut s| {
+            self.poll.registry().register(
+                &mut s,
+                table::token(Kind::Flow, id),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(s)
+        });
+        let sock = match sock {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!("shard {}: {key}: unusable host socket: {e}", self.id);
+                self.counters.forward.active_open_failed += 1;
+                return;
+            }
+        };
+        let ep = Endpoints {
+            guest: key.guest,
+            remote: key.remote,
+        };
+        let iss = self.iss_for(&ep, now);
+        let tcb = Tcb::connect(
+            ep,
+            iss,
+            &self.cfg.tcp,
+            now,
+            &mut TcpSink {
+                out: &mut self.out,
+                guest_mac: MacAddr::ZERO,
+                ep,
+            },
+        );
+        log::trace!("shard {}: {key}: active open (tag {tag})", self.id);
+        let mut flow = TcpFlow::new(tcb, sock, None);
+        flow.active_pending = true;
+        let deadline = flow.deadline();
+        let got = self.insert_flow(key, MacAddr::ZERO, Some(tag), Proto::Tcp(Box::new(flow)));
+        debug_assert_eq!(got, id);
+        self.schedule(got, deadline);
+        self.mark_dirty(got);
+    }
+
+    /// `ShardMsg::CloseTag` for one TCP flow: RST to the guest, the host socket closed
+    /// abortively.
+    pub(super) fn tcp_close_tagged(&mut self, id: FlowId) {
+        let registry = self.poll.registry();
+        let Some(flow) = self.flows.remove(id) else {
+            return;
+        };
+        if self.index.get(&flow.key) == Some(&id) {
+            self.index.remove(&flow.key);
+        }
+        let Proto::Tcp(mut t) = flow.proto else {
+            return;
+        };
+        let ep = t.tcb.endpoints();
+        t.tcb.host_reset(&mut TcpSink {
+            out: &mut self.out,
+            guest_mac: flow.guest_mac,
+            ep,
+        });
+        self.counters.tcp.flows_closed += 1;
+        self.counters.forward.tag_closed_tcp += 1;
+        super::stats::add_tcb_stats(&mut self.counters.tcp_closed, &t.tcb.stats());
+        t.abort(registry);
     }
 
     /// Readiness of a TCP flow's host socket.
@@ -327,7 +558,7 @@ impl Shard {
         else {
             return;
         };
-        let Some(sock) = t.sock.as_ref() else {
+        let Some(HostStream::Tcp(sock)) = t.sock.as_ref() else {
             return;
         };
         let result = match sock.take_error() {
@@ -517,7 +748,7 @@ impl Shard {
 /// effects and whether the socket buffer is full.
 fn write_host(
     tcb: &mut Tcb,
-    sock: &mut TcpStream,
+    sock: &mut HostStream,
     now: Instant,
     sink: &mut TcpSink<'_>,
     c: &mut TcpCounters,
@@ -558,7 +789,7 @@ enum ReadOutcome {
 }
 
 /// Reads host bytes straight into the engine's send ring, as far as it has room.
-fn read_host(tcb: &mut Tcb, sock: &mut TcpStream, c: &mut TcpCounters) -> ReadOutcome {
+fn read_host(tcb: &mut Tcb, sock: &mut HostStream, c: &mut TcpCounters) -> ReadOutcome {
     let mut total = 0usize;
     loop {
         if tcb.send_room() == 0 {

@@ -4,7 +4,18 @@
 //! with the original addresses. A host ICMP port unreachable surfaces as ECONNREFUSED on
 //! the connected socket and becomes an ICMP port unreachable to the guest (upstream stays
 //! silent). A flow with no datagram either way for `udp_idle` (90 s) is closed.
+//!
+//! Gateway services: a guest datagram to `gateway_ip:port` of a configured UDP service is
+//! NATed the same way to the service's host address (replies come from `gateway_ip:port`).
+//!
+//! Reverse flows (UDP port forwarding, `ShardMsg::ServeUdp`): a host socket bound on the
+//! host ("serve socket") whose every client address gets a flow `gateway_ip:eph → guest`,
+//! with `eph` chosen to hash to this shard. Client datagrams go to the guest from
+//! `gateway_ip:eph`; the guest's replies to it go back to the client with `send_to` on the
+//! serve socket, so the client sees them come from the address it sent to. Idle after
+//! `udp_idle`; at most `max_udp_clients` clients per socket.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Instant;
@@ -24,6 +35,28 @@ use super::{later, Flow, Proto, Shard};
 
 /// Datagrams read from one flow's socket per turn.
 const READ_BUDGET: usize = 64;
+
+/// A `ServeUdp` socket.
+pub(super) struct Serve {
+    sock: UdpSocket,
+    guest: SocketAddrV4,
+    pub tag: u64,
+    /// The guest's MAC, learned from its replies (zero until then: the switch loop fills
+    /// it in).
+    guest_mac: MacAddr,
+    /// Each client's flow.
+    clients: HashMap<SocketAddr, FlowId>,
+    readable: bool,
+    /// On the serve dirty list.
+    queued: bool,
+}
+
+/// A client of a serve socket and the guest: no socket of its own.
+pub(super) struct RevFlow {
+    serve: FlowId,
+    client: SocketAddr,
+    last_active: Instant,
+}
 
 pub(super) struct UdpFlow {
     sock: UdpSocket,
@@ -80,6 +113,25 @@ impl Shard {
         let id = match self.index.get(&key) {
             Some(&id) => id,
             None => match self.cfg.nat.resolve(ip.dst()) {
+                Destination::Gateway
+                    if ip.dst() == self.cfg.gateway_ip
+                        && self.udp_service(key.remote.port()).is_some() =>
+                {
+                    let Some(host) = self.udp_service(key.remote.port()) else {
+                        return;
+                    };
+                    if self.flow_limit_reached() {
+                        self.counters.udp.flow_limit += 1;
+                        return;
+                    }
+                    match self.udp_open(key, guest_mac, host, now) {
+                        Some(id) => {
+                            self.counters.forward.service_udp_flows += 1;
+                            id
+                        }
+                        None => return,
+                    }
+                }
                 Destination::Host(host) => {
                     if self.flow_limit_reached() {
                         self.counters.udp.flow_limit += 1;
@@ -95,7 +147,7 @@ impl Shard {
                         None => return,
                     }
                 }
-                // No service listens there (yet): what a host without the port answers.
+                // No service listens there: what a host without the port answers.
                 Destination::Gateway | Destination::InSubnetUnused => {
                     self.counters.udp.port_unreachable_sent += 1;
                     self.out.unreachable(
@@ -116,15 +168,34 @@ impl Shard {
                 }
             },
         };
-        let Some(Flow {
-            proto: Proto::Udp(u),
-            guest_mac: mac,
-            ..
-        }) = self.flows.get_mut(id)
-        else {
+        let Some(flow) = self.flows.get_mut(id) else {
             return;
         };
-        *mac = guest_mac;
+        flow.guest_mac = guest_mac;
+        let u = match &mut flow.proto {
+            Proto::Udp(u) => u,
+            Proto::UdpRev(r) => {
+                // A guest reply to a serve socket's client.
+                r.last_active = now;
+                let (serve, client) = (r.serve, r.client);
+                let Some(sv) = self.serves.get_mut(serve) else {
+                    return;
+                };
+                sv.guest_mac = guest_mac;
+                match sv.sock.send_to(payload, client) {
+                    Ok(_) => {
+                        self.counters.forward.reverse_datagrams_to_client += 1;
+                        self.counters.udp.bytes_to_host += payload.len() as u64;
+                    }
+                    Err(e) => {
+                        self.counters.udp.send_errors += 1;
+                        log::trace!("shard {}: {key}: send to {client} failed: {e}", self.id);
+                    }
+                }
+                return;
+            }
+            _ => return,
+        };
         u.last_active = now;
         u.last_len = payload.len();
         let c = &mut self.counters.udp;
@@ -187,7 +258,7 @@ impl Shard {
             readable: false,
             last_len: 0,
         };
-        let got = self.insert_flow(key, guest_mac, Proto::Udp(flow));
+        let got = self.insert_flow(key, guest_mac, None, Proto::Udp(flow));
         self.schedule(got, Some(later(now, self.cfg.udp_idle)));
         Some(got)
     }
@@ -263,6 +334,219 @@ impl Shard {
         if expiry <= now {
             log::trace!("shard {}: {key}: idle, closed", self.id);
             self.counters.udp.flows_expired += 1;
+            self.remove_flow(id);
+        } else {
+            self.schedule(id, Some(expiry));
+        }
+    }
+}
+
+impl Shard {
+    /// The host address of the gateway's UDP service on `port`.
+    fn udp_service(&self, port: u16) -> Option<SocketAddrV4> {
+        self.cfg
+            .services
+            .udp
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|&(_, host)| host)
+    }
+
+    /// `ShardMsg::ServeUdp`: watch `socket` (bound on the host) for clients of `guest`.
+    pub(super) fn serve_udp(&mut self, socket: std::net::UdpSocket, guest: SocketAddrV4, tag: u64) {
+        if !self.is_guest_addr(guest) {
+            log::debug!(
+                "shard {}: UDP forward to {guest} refused: not a guest address",
+                self.id
+            );
+            self.counters.forward.serve_refused += 1;
+            return;
+        }
+        let id = self.serves.next_id();
+        let sock = socket.set_nonblocking(true).and_then(|()| {
+            let mut s = UdpSocket::from_std(socket);
+            self.poll.registry().register(
+                &mut s,
+                table::token(Kind::Serve, id),
+                Interest::READABLE,
+            )?;
+            Ok(s)
+        });
+        let sock = match sock {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!(
+                    "shard {}: UDP forward to {guest}: cannot watch the socket: {e}",
+                    self.id
+                );
+                self.counters.forward.serve_refused += 1;
+                return;
+            }
+        };
+        let got = self.serves.insert(Serve {
+            sock,
+            guest,
+            tag,
+            guest_mac: MacAddr::ZERO,
+            clients: HashMap::new(),
+            // Datagrams may be queued already.
+            readable: true,
+            queued: false,
+        });
+        debug_assert_eq!(got, id);
+        self.serve_event(got);
+    }
+
+    /// A serve socket is readable.
+    pub(super) fn serve_event(&mut self, id: FlowId) {
+        if let Some(sv) = self.serves.get_mut(id) {
+            sv.readable = true;
+            if !sv.queued {
+                sv.queued = true;
+                self.serve_dirty.push(id);
+            }
+        }
+    }
+
+    /// Reads the readable serve sockets, as far as the output credit goes.
+    pub(super) fn run_serves(&mut self, now: Instant) {
+        if self.serve_dirty.is_empty() {
+            return;
+        }
+        let list = std::mem::take(&mut self.serve_dirty);
+        for id in list {
+            if let Some(sv) = self.serves.get_mut(id) {
+                sv.queued = false;
+                self.service_serve(id, now);
+            }
+        }
+    }
+
+    /// Client datagrams of one serve socket to the guest.
+    fn service_serve(&mut self, id: FlowId, now: Instant) {
+        let max_payload = usize::from(self.cfg.mtu).saturating_sub(28);
+        let mut n_read = 0;
+        loop {
+            let Some(sv) = self.serves.get_mut(id) else {
+                return;
+            };
+            if !sv.readable {
+                return;
+            }
+            if n_read >= READ_BUDGET || !self.out.can_send() {
+                // Edge-triggered: nothing will say it again, come back next turn.
+                self.serve_event(id);
+                return;
+            }
+            n_read += 1;
+            let buf = self.scratch.get_mut(..max_payload + 1).unwrap_or_default();
+            let (len, client) = match sv.sock.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    sv.readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::trace!("shard {}: serve socket: recv failed: {e}", self.id);
+                    continue;
+                }
+            };
+            if len > max_payload {
+                self.counters.udp.too_big_dropped += 1;
+                self.counters.forward.reverse_dropped += 1;
+                continue;
+            }
+            let Some(fid) = self.reverse_flow(id, client, now) else {
+                self.counters.forward.reverse_dropped += 1;
+                continue;
+            };
+            let Some(Flow {
+                proto: Proto::UdpRev(r),
+                key,
+                guest_mac,
+                ..
+            }) = self.flows.get_mut(fid)
+            else {
+                continue;
+            };
+            r.last_active = now;
+            self.counters.forward.reverse_datagrams_to_guest += 1;
+            self.counters.udp.bytes_from_host += len as u64;
+            let data = self.scratch.get(..len).unwrap_or_default();
+            self.out.udp(*guest_mac, key.remote, key.guest, data);
+        }
+    }
+
+    /// The flow of a serve socket's client, made on its first datagram (`None`: too many
+    /// clients, the flow limit, or no free port).
+    fn reverse_flow(&mut self, serve: FlowId, client: SocketAddr, now: Instant) -> Option<FlowId> {
+        let sv = self.serves.get_mut(serve)?;
+        if let Some(&fid) = sv.clients.get(&client) {
+            return Some(fid);
+        }
+        if sv.clients.len() >= self.cfg.max_udp_clients {
+            return None;
+        }
+        let (guest, guest_mac, tag) = (sv.guest, sv.guest_mac, sv.tag);
+        if self.flow_limit_reached() {
+            self.counters.udp.flow_limit += 1;
+            return None;
+        }
+        let port = self.pick_port(Protocol::Udp, guest)?;
+        let key = FlowKey {
+            proto: Protocol::Udp,
+            guest,
+            remote: SocketAddrV4::new(self.cfg.gateway_ip, port),
+        };
+        let flow = RevFlow {
+            serve,
+            client,
+            last_active: now,
+        };
+        let fid = self.insert_flow(key, guest_mac, Some(tag), Proto::UdpRev(flow));
+        self.schedule(fid, Some(later(now, self.cfg.udp_idle)));
+        self.counters.forward.reverse_flows_created += 1;
+        log::trace!("shard {}: {key}: reverse flow for {client}", self.id);
+        if let Some(sv) = self.serves.get_mut(serve) {
+            sv.clients.insert(client, fid);
+        }
+        Some(fid)
+    }
+
+    /// A reverse flow is gone: its client is forgotten by the serve socket.
+    pub(super) fn detach_client(&mut self, r: &RevFlow, id: FlowId) {
+        if let Some(sv) = self.serves.get_mut(r.serve) {
+            if sv.clients.get(&r.client) == Some(&id) {
+                sv.clients.remove(&r.client);
+            }
+        }
+    }
+
+    /// Closes a serve socket and drops its clients' flows.
+    pub(super) fn remove_serve(&mut self, id: FlowId) {
+        let Some(mut sv) = self.serves.remove(id) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut sv.sock);
+        for (_, fid) in sv.clients.drain() {
+            self.remove_flow(fid);
+        }
+    }
+
+    pub(super) fn udp_rev_timer(&mut self, id: FlowId, now: Instant) {
+        let Some(Flow {
+            proto: Proto::UdpRev(r),
+            key,
+            ..
+        }) = self.flows.get_mut(id)
+        else {
+            return;
+        };
+        let expiry = later(r.last_active, self.cfg.udp_idle);
+        if expiry <= now {
+            log::trace!("shard {}: {key}: reverse flow idle, closed", self.id);
+            self.counters.forward.reverse_flows_expired += 1;
             self.remove_flow(id);
         } else {
             self.schedule(id, Some(expiry));
