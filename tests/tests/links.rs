@@ -157,7 +157,7 @@ fn stdio_child_process() {
     // gvforwarder starts gvproxy itself and talks to it over the child's stdin/stdout.
     let ns = guest("stdio", GUEST_MAC, "192.168.127.2");
     let url = format!(
-        "stdio:{}?listen-stdio=accept&debug=true",
+        "stdio:{}?listen-stdio=accept&debug=true&ssh-port=-1",
         bin_path("gvproxy").display()
     );
     let _fwd = forwarder(&ns, &["-url", &url]);
