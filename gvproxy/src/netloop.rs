@@ -311,7 +311,7 @@ impl NetLoop {
         // Shards opening flows towards guests pick ports whose replies hash back to them:
         // they need the very hasher and shard count this loop routes with.
         let hasher = FlowHasher::random();
-        shard_cfg.hasher = hasher.clone();
+        shard_cfg.hasher = hasher;
         shard_cfg.shards = shards.max(1);
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
