@@ -5,6 +5,12 @@
 //! the wire layer (emit, then parse and checksum) on the way. Both sides send several MiB
 //! and then close; every byte must arrive in order and both sides must reach `Closed`
 //! through FINs, without a reset. A failure prints the case (with its seed) to replay.
+//!
+//! The link model (`Link`) sets rate, delay, reordering and duplication; the matrix uses a
+//! 1 Gbit/s, 1 ms link, `sim_fast_lossy_link_keeps_its_goodput` the fast local link of the
+//! end-to-end lossy test and asserts goodput and few RTOs. Debugging: `TCP_SIM_TRACE=1`
+//! (RTO expiries), `TCP_SIM_TRACE_SEGMENTS=from,to` and `TCP_SIM_TRACE_VARS=from,to`
+//! (seconds of simulated time), `TCP_SIM_VERBOSE=1` (counters at the end).
 
 // Test code: a failed unwrap is a failed test; casts are of small values.
 #![allow(
@@ -233,8 +239,7 @@ impl Sim {
                 // Serialization, propagation delay, and some segments held back, which
                 // reorders them.
                 let start = self.link_free_at[from].max(self.now);
-                let sent =
-                    start + Duration::from_nanos(8_000 * bytes.len() as u64 / link.mbit_s);
+                let sent = start + Duration::from_nanos(8_000 * bytes.len() as u64 / link.mbit_s);
                 self.link_free_at[from] = sent;
                 let mut delay_us = link.delay_us;
                 if self.rng.chance(link.reorder_permille) {
@@ -399,6 +404,7 @@ impl Sim {
         }
         let t = self.sides[i].tcb.as_mut().unwrap();
         let eff = t.poll_output(now, &mut out);
+        trace_vars(now - self.t0, i, t, out.0.len());
         if std::env::var_os("TCP_SIM_TRACE").is_some() && t.stats().rto_expiries != rto_before {
             let v = t.vars();
             eprintln!(
@@ -438,6 +444,25 @@ impl Sim {
         }
         next
     }
+}
+
+/// `TCP_SIM_TRACE_VARS=from_s,to_s` prints a side's send variables after each of its
+/// turns in that window of simulated time.
+fn trace_vars(t: Duration, side: usize, tcb: &Tcb, segments_out: usize) {
+    let Ok(spec) = std::env::var("TCP_SIM_TRACE_VARS") else {
+        return;
+    };
+    let w: Vec<f64> = spec.split(',').filter_map(|x| x.parse().ok()).collect();
+    let s = t.as_secs_f64();
+    if w.len() != 2 || s < w[0] || s > w[1] {
+        return;
+    }
+    let v = tcb.vars();
+    eprintln!(
+        "{s:>12.6} side {side} una {} nxt {} cwnd {} ssthresh {} recovery {} sacked {} \
+         buffered {} segments out {segments_out}",
+        v.snd_una, v.snd_nxt, v.cwnd, v.ssthresh, v.in_recovery, v.sacked_bytes, v.send_buffered
+    );
 }
 
 /// `TCP_SIM_TRACE_SEGMENTS=from_s,to_s` prints every segment in that window of
@@ -488,6 +513,7 @@ struct Outcome {
     transfer: [Duration; 2],
     /// Per sender (A, B).
     stats: [stack::tcp::TcbStats; 2],
+    loss: [stack::tcp::LossStats; 2],
 }
 
 impl Outcome {
@@ -609,12 +635,14 @@ fn run(case: Case) -> Outcome {
     }
     let at = |i: usize| sim.all_received_at[i].map_or(Duration::MAX, |t| t - t0);
     let tcb = |i: usize| sim.sides[i].tcb.as_ref().unwrap().stats();
+    let loss = |i: usize| sim.sides[i].tcb.as_ref().unwrap().loss_stats();
     Outcome {
         simulated: sim.now - t0,
         delivered_segments: sim.delivered_segments,
         // Side 1 (B) receives A's stream.
         transfer: [at(1), at(0)],
         stats: [tcb(0), tcb(1)],
+        loss: [loss(0), loss(1)],
     }
 }
 
@@ -750,12 +778,16 @@ fn sim_replay() {
 /// second full segment, at once when out of order, with SACK; otherwise within 40 ms).
 ///
 /// Loss recovery must not depend on the retransmission timeout: a lost retransmission or a
-/// lost tail detected only by the RTO stalls the link for `rto_min`, thousands of RTTs.
-/// RACK-TLP (RFC 8985) finds them within an RTT or two.
+/// lost tail detected only by the RTO stalls the link for `rto_min`, hundreds of RTTs.
+/// RACK-TLP (RFC 8985) finds them within an RTT or two. With RFC 6675 alone (before RACK)
+/// this case ran at ~80 Mbit/s with 4 RTOs per direction; now it runs at ~750 Mbit/s
+/// without any (Reno at 2 % loss allows little more at this RTT).
 #[test]
 fn sim_fast_lossy_link_keeps_its_goodput() {
     const BYTES: u64 = 8 * MIB;
-    const MIN_MBIT_S: f64 = 500.0;
+    const MIN_MBIT_S: f64 = 400.0;
+    /// At most one RTO per 4 MiB in each direction.
+    const MAX_RTOS: u64 = BYTES / (4 * MIB);
     for seed in 0..3 {
         let case = Case {
             seed: 9_000 + seed,
@@ -781,7 +813,7 @@ fn sim_fast_lossy_link_keeps_its_goodput() {
             let mbit = o.mbit_s(d, BYTES);
             eprintln!(
                 "seed {}: {} {:.0} Mbit/s ({:?}), rto_expiries {}, retransmits {}, \
-                 fast_retransmits {}, spurious {}",
+                 fast_retransmits {}, spurious {}\n    {:?}",
                 case.seed,
                 if d == 0 { "A→B" } else { "B→A" },
                 mbit,
@@ -790,12 +822,12 @@ fn sim_fast_lossy_link_keeps_its_goodput() {
                 st.retransmits,
                 st.fast_retransmits,
                 st.spurious_retransmits,
+                o.loss[d],
             );
             if mbit < MIN_MBIT_S {
                 failures.push(format!("direction {d}: {mbit:.0} Mbit/s < {MIN_MBIT_S}"));
             }
-            // Fewer than one RTO per MiB.
-            if st.rto_expiries >= BYTES / MIB {
+            if st.rto_expiries > MAX_RTOS {
                 failures.push(format!(
                     "direction {d}: {} RTO expiries for {} MiB",
                     st.rto_expiries,

@@ -772,8 +772,8 @@ fn host_data_goes_out_in_mss_segments() {
     assert_eq!(f.our_nxt(), ISS + 5001);
     assert_eq!(
         f.deadline_in(),
-        Some(ms(200)),
-        "RTO running (RFC 6298 §5.1)"
+        Some(ms(2)),
+        "a loss probe timeout: 2 * SRTT, at least 2 ms (RFC 8985 §7.2)"
     );
 }
 
@@ -855,7 +855,11 @@ fn ack_frees_the_send_buffer() {
     let v = f.t.vars();
     assert_eq!(v.snd_una, ISS + 1 + 1448);
     assert_eq!(v.send_buffered, 3000 - 1448);
-    assert_eq!(f.deadline_in(), Some(ms(200)), "restarted (RFC 6298 §5.3)");
+    assert_eq!(
+        f.deadline_in(),
+        Some(ms(2)),
+        "restarted (RFC 6298 §5.3), as a loss probe timeout (RFC 8985 §7.2)"
+    );
     f.ack_now();
     assert_eq!(f.t.vars().send_buffered, 0);
     assert_eq!(f.t.next_deadline(), None, "stopped (RFC 6298 §5.2)");
@@ -938,6 +942,11 @@ fn rto_retransmits_the_first_segment_with_backoff() {
     f.host_send(3000);
     let first = f.poll();
     assert_eq!(first.len(), 3);
+    // RFC 8985 §7.3: the probe timeout comes first and resends the last segment.
+    let (_, probe) = f.fire();
+    assert_eq!(probe.len(), 1);
+    assert_eq!(probe[0].r.seq, first[2].r.seq);
+    assert_eq!(f.deadline_in(), Some(ms(50)), "then the RTO (rto_min)");
     let (_, segs) = f.fire();
     // RFC 6298 §5.4: retransmit the earliest unacknowledged segment; cwnd = 1 SMSS.
     assert_eq!(segs.len(), 1);
@@ -947,10 +956,10 @@ fn rto_retransmits_the_first_segment_with_backoff() {
     assert_eq!(v.cwnd, 1448);
     assert_eq!(v.ssthresh, 2 * 1448, "max(FlightSize / 2, 2 * SMSS)");
     // RFC 6298 §5.5: doubled.
-    assert_eq!(f.deadline_in(), Some(ms(400)));
+    assert_eq!(f.deadline_in(), Some(ms(100)));
     let (_, segs) = f.fire();
     assert_eq!(segs[0].r.seq, ISS + 1);
-    assert_eq!(f.deadline_in(), Some(ms(800)));
+    assert_eq!(f.deadline_in(), Some(ms(200)));
     assert_eq!(f.t.stats().rto_expiries, 2);
     // The ACK arrives: slow start resends the rest, which it presumes lost.
     f.ack_to(ISS + 1 + 1448);
@@ -970,11 +979,16 @@ fn gives_up_after_max_retries_with_rst() {
     let mut f = Fix::established_with(guest_syn(), cfg);
     f.host_send(100);
     f.poll();
+    // A loss probe first (RFC 8985 §7.3), then the RTOs.
+    let (_, segs) = f.fire();
+    assert_eq!(segs[0].data.len(), 100);
+    assert_eq!(f.t.loss_stats().tlp_probes, 1);
     for _ in 0..3 {
         let (e, segs) = f.fire();
         assert!(!e.host_close);
         assert_eq!(segs[0].data.len(), 100);
     }
+    assert_eq!(f.t.stats().rto_expiries, 3);
     let (e, segs) = f.fire();
     assert!(e.host_close);
     assert_eq!(segs.len(), 1);
@@ -992,7 +1006,8 @@ fn rto_is_capped_at_rto_max() {
     let mut f = Fix::established_with(guest_syn(), cfg);
     f.host_send(10);
     f.poll();
-    for _ in 0..5 {
+    // The loss probe, then RTOs of 50, 100, 200, 400, 800 ms.
+    for _ in 0..6 {
         f.fire();
     }
     assert_eq!(f.deadline_in(), Some(ms(1000)));
@@ -1104,16 +1119,280 @@ fn rto_keeps_sacked_data_marked() {
     let segs = f.poll();
     assert_eq!(segs.len(), 5);
     let s = |k: u32| ISS + 1 + k * 1448;
-    // Segments 1 and 3 SACKed (not enough for IsLost), then the RTO.
+    // Segments 1 and 3 SACKed a millisecond later: 0 and 2, sent with them, are lost once
+    // RACK's reordering window (no reordering seen, fewer than DupThresh SACKed: min_RTT
+    // / 4) has passed.
+    f.tick(1);
     f.sack(s(0), &[(s(1), s(2)), (s(3), s(4))]);
     assert!(f.poll().is_empty());
+    assert_eq!(f.deadline_in(), Some(Duration::from_micros(250)));
     let (_, rtx) = f.fire();
+    let seqs: Vec<u32> = rtx.iter().map(|x| x.seq()).collect();
+    assert_eq!(seqs, [s(0).0], "PRR: one segment until ACKs come");
+    assert!(f.t.vars().in_recovery);
+    // Nothing comes back: the RTO resends the first segment.
+    let (_, rtx) = f.fire();
+    assert_eq!(f.t.stats().rto_expiries, 1);
     assert_eq!(rtx.len(), 1);
     assert_eq!(rtx[0].r.seq, s(0));
     // Slow start continues with the holes only: 2 and 4, never 1 or 3.
     f.sack(s(2), &[(s(3), s(4))]);
     let seqs: Vec<u32> = f.poll().iter().map(|x| x.seq()).collect();
     assert_eq!(seqs, [s(2).0, s(4).0]);
+}
+
+// ---------------------------------------------------------------------------------------
+// RACK-TLP loss detection (RFC 8985).
+
+/// Established with cwnd grown past 30 segments (and every RTT sample 1 ms).
+fn grown() -> Fix {
+    let mut f = Fix::established();
+    f.host_send(20 * 1448);
+    f.poll();
+    f.tick(1);
+    f.ack_now();
+    f.poll();
+    f.tick(1);
+    f.ack_now();
+    assert!(f.t.vars().cwnd >= 30 * 1448);
+    f
+}
+
+#[test]
+fn rack_detects_a_lost_retransmission_without_the_rto() {
+    let mut f = grown();
+    f.host_send(20 * 1448);
+    let segs = f.poll();
+    assert_eq!(segs.len(), 20);
+    let s0 = segs[0].r.seq;
+    let seg = |k: u32| s0 + k * 1448;
+    // Segment 2 is lost; the guest SACKs 3..10 a millisecond later: more than DupThresh
+    // SACKed and no reordering seen, so RACK marks 2 lost at once.
+    f.tick(1);
+    f.sack(seg(2), &[(seg(3), seg(10))]);
+    let rtx = f.poll();
+    assert_eq!(rtx[0].r.seq, seg(2));
+    assert!(f.t.vars().in_recovery);
+    // New data follows (PRR lets some out as ACKs come).
+    f.host_send(10 * 1448);
+    f.tick(1);
+    f.sack(seg(2), &[(seg(3), seg(14))]);
+    let after: Vec<u32> = f.poll().iter().map(|s| s.seq()).collect();
+    assert!(
+        after.contains(&seg(20).0),
+        "new data after the retransmission: {after:?}"
+    );
+    // The retransmission of 2 is lost too. Segments sent after it arrive and are SACKed:
+    // RACK marks the retransmission lost (it was sent before them) and resends it, where
+    // RFC 6675 alone would wait for the RTO.
+    f.tick(1);
+    f.sack(seg(2), &[(seg(3), seg(21))]);
+    let rtx = f.poll();
+    assert_eq!(rtx[0].r.seq, seg(2), "{rtx:?}");
+    assert_eq!(rtx[0].data.len(), 1448);
+    let st = f.t.stats();
+    assert_eq!(st.rto_expiries, 0);
+    assert_eq!(f.t.loss_stats().lost_retransmits, 1);
+    f.ack_now();
+    assert!(!f.t.vars().in_recovery);
+}
+
+#[test]
+fn rack_allows_for_reordering_once_seen() {
+    let mut f = grown();
+    f.host_send(20 * 1448);
+    let segs = f.poll();
+    let s0 = segs[0].r.seq;
+    let seg = |k: u32| s0 + k * 1448;
+    // Segment 1 is SACKed first, then 0 arrives: the path reorders (RFC 8985 §6.2 Step
+    // 3). Meanwhile RACK only armed its timer: one segment SACKed is not enough.
+    f.tick(1);
+    f.sack(seg(0), &[(seg(1), seg(2))]);
+    assert!(f.poll().is_empty());
+    assert!(!f.t.vars().reordering_seen);
+    f.ack_to(seg(2));
+    assert!(f.t.vars().reordering_seen);
+    assert_eq!(f.t.stats().retransmits, 0);
+    // Now 2 is missing while four later segments are SACKed: without reordering seen,
+    // that would be a loss at once (DupThresh); with it, RACK waits min_RTT / 4.
+    f.sack(seg(2), &[(seg(3), seg(7))]);
+    assert!(f.poll().is_empty(), "within the reordering window");
+    let wait = f.deadline_in().unwrap();
+    assert!(wait > Duration::ZERO && wait <= ms(1), "{wait:?}");
+    // 2 arrives within the window: nothing was resent, no recovery.
+    f.ack_to(seg(7));
+    assert_eq!(f.t.stats().retransmits, 0);
+    assert!(!f.t.vars().in_recovery);
+    // 7 is missing and stays missing: once the window passes, the reordering timer marks
+    // it lost and it is resent.
+    f.sack(seg(7), &[(seg(8), seg(12))]);
+    assert!(f.poll().is_empty());
+    let (_, rtx) = f.fire();
+    assert_eq!(rtx[0].r.seq, seg(7));
+    assert_eq!(f.t.loss_stats().reo_timeouts, 1);
+    assert!(f.t.vars().in_recovery);
+}
+
+#[test]
+fn tlp_repairs_a_tail_loss_without_the_rto() {
+    let mut f = Fix::established();
+    f.host_send(5 * 1448);
+    let segs = f.poll();
+    let s = |k: u32| ISS + 1 + k * 1448;
+    // The first three arrive; the last two are lost and nothing follows them.
+    f.tick(1);
+    f.ack_to(s(3));
+    assert!(f.poll().is_empty());
+    // RFC 8985 §7.2: the probe timeout, 2 * SRTT (at least 2 ms), not the RTO.
+    assert_eq!(f.deadline_in(), Some(ms(2)));
+    let (_, probe) = f.fire();
+    assert_eq!(probe.len(), 1, "one probe: the last segment again");
+    assert_eq!(probe[0].r.seq, s(4));
+    assert_eq!(probe[0].data, segs[4].data);
+    assert_eq!(f.t.loss_stats().tlp_probes, 1);
+    // The probe is SACKed: 3, sent before it, is lost (RACK) and repaired at once.
+    f.tick(1);
+    f.sack(s(3), &[(s(4), s(5))]);
+    let rtx = f.poll();
+    assert_eq!(rtx.len(), 1);
+    assert_eq!(rtx[0].r.seq, s(3));
+    f.ack_now();
+    assert_eq!(f.t.stats().rto_expiries, 0);
+    assert!(!f.t.vars().in_recovery);
+}
+
+#[test]
+fn tlp_of_a_single_segment_waits_for_the_delayed_ack() {
+    let mut f = Fix::established();
+    f.host_send(100);
+    f.poll();
+    // One segment in flight: the guest may hold its ACK up to 40 ms.
+    assert_eq!(f.deadline_in(), Some(ms(42)));
+    let cwnd = f.t.vars().cwnd;
+    let (_, probe) = f.fire();
+    assert_eq!(probe.len(), 1);
+    // Both the original and the probe arrived: the guest D-SACKs the probe. No loss, no
+    // reduction (RFC 8985 §7.4).
+    let mut r = f.seg(ACK);
+    let mut sb = SackBlocks::new();
+    sb.push(SackBlock {
+        left: ISS + 1,
+        right: ISS + 101,
+    });
+    r.sack_blocks = sb;
+    f.input(r, b"");
+    assert_eq!(
+        f.t.vars().cwnd,
+        cwnd + 100,
+        "grown by what was acknowledged"
+    );
+    assert_eq!(f.t.loss_stats().tlp_recoveries, 0);
+    assert_eq!(f.t.next_deadline(), None);
+}
+
+#[test]
+fn tlp_that_repairs_a_loss_reduces_cwnd_once() {
+    let mut f = Fix::established();
+    f.host_send(3 * 1448);
+    f.poll();
+    let s = |k: u32| ISS + 1 + k * 1448;
+    f.tick(1);
+    f.ack_to(s(2));
+    let cwnd = f.t.vars().cwnd;
+    // The last segment was lost: the probe repairs it, and the ACK covers it without a
+    // D-SACK.
+    let (_, probe) = f.fire();
+    assert_eq!(probe[0].r.seq, s(2));
+    f.ack_now();
+    // More data, acknowledged beyond the probe: that was a loss (RFC 8985 §7.4.2).
+    f.host_send(1448);
+    f.poll();
+    f.ack_now();
+    assert_eq!(f.t.loss_stats().tlp_recoveries, 1);
+    assert!(f.t.vars().cwnd < cwnd + 2 * 1448, "reduced");
+    assert_eq!(f.t.stats().rto_expiries, 0);
+}
+
+#[test]
+fn tlp_sends_new_data_when_it_can() {
+    let cfg = TcpConfig::default();
+    let mut f = Fix::established_with(guest_syn(), cfg);
+    // Ten segments fill the initial window; two more wait for cwnd.
+    f.host_send(12 * 1448);
+    assert_eq!(f.poll().len(), 10);
+    let (_, probe) = f.fire();
+    assert_eq!(probe.len(), 1);
+    assert_eq!(
+        probe[0].r.seq,
+        ISS + 1 + 10 * 1448,
+        "the first unsent segment"
+    );
+    assert_eq!(f.t.stats().retransmits, 0);
+}
+
+#[test]
+fn dsack_undoes_a_spurious_fast_recovery() {
+    let mut f = grown();
+    f.host_send(20 * 1448);
+    let segs = f.poll();
+    let s0 = segs[0].r.seq;
+    let seg = |k: u32| s0 + k * 1448;
+    let cwnd = f.t.vars().cwnd;
+    // 0 is late, not lost: four later segments are SACKed first, RACK (no reordering
+    // seen yet) resends it, recovery reduces cwnd.
+    f.tick(1);
+    f.sack(seg(0), &[(seg(1), seg(5))]);
+    let rtx = f.poll();
+    assert_eq!(rtx[0].r.seq, seg(0));
+    assert!(f.t.vars().cwnd < cwnd);
+    // The original arrives, then the retransmission: the guest reports it with a D-SACK
+    // (RFC 2883). Every retransmission of the episode was a duplicate: undone.
+    f.ack_to(seg(5));
+    let mut r = f.seg(ACK);
+    r.ack = seg(5);
+    let mut sb = SackBlocks::new();
+    sb.push(SackBlock {
+        left: seg(0),
+        right: seg(1),
+    });
+    r.sack_blocks = sb;
+    f.input(r, b"");
+    let v = f.t.vars();
+    assert!(!v.in_recovery);
+    assert!(v.cwnd >= cwnd, "{} < {cwnd}", v.cwnd);
+    assert!(v.reordering_seen);
+    assert_eq!(f.t.stats().spurious_retransmits, 1);
+    assert_eq!(f.t.loss_stats().dsacks, 1);
+}
+
+#[test]
+fn network_duplicate_dsack_undoes_nothing() {
+    let mut f = grown();
+    f.host_send(20 * 1448);
+    let segs = f.poll();
+    let s0 = segs[0].r.seq;
+    let seg = |k: u32| s0 + k * 1448;
+    f.tick(1);
+    f.sack(seg(0), &[(seg(1), seg(5))]);
+    f.poll();
+    let reduced = f.t.vars().cwnd;
+    // A D-SACK for segment 3, which was never retransmitted (the link duplicated it).
+    let mut r = f.seg(ACK);
+    r.ack = seg(0);
+    let mut sb = SackBlocks::new();
+    sb.push(SackBlock {
+        left: seg(3),
+        right: seg(4),
+    });
+    sb.push(SackBlock {
+        left: seg(1),
+        right: seg(5),
+    });
+    r.sack_blocks = sb;
+    f.input(r, b"");
+    assert!(f.t.vars().in_recovery);
+    assert!(f.t.vars().cwnd <= reduced + 1448);
+    assert_eq!(f.t.stats().spurious_retransmits, 0);
 }
 
 #[test]
@@ -1185,7 +1464,7 @@ fn zero_window_probing() {
     f.ack_now();
     f.host_send(1000);
     assert!(f.poll().is_empty(), "nothing fits a zero window");
-    assert_eq!(f.deadline_in(), Some(ms(200)), "persist timer");
+    assert_eq!(f.deadline_in(), Some(ms(50)), "persist timer (the RTO)");
     // RFC 9293 §3.8.6.1: a one-byte probe.
     let (_, segs) = f.fire();
     assert_eq!(segs.len(), 1);
@@ -1686,9 +1965,12 @@ fn rtt_not_sampled_from_echoes_older_than_the_rto() {
     let segs = f.poll();
     let old_tsval = segs[0].r.timestamps.unwrap().tsval;
     let srtt = f.t.vars().srtt;
-    // The RTO fires; the guest's ACK echoes the original transmission (its ACK of it was
-    // lost), so the sample would measure the timeout: skipped.
+    // The loss probe and then the RTO fire; the guest's ACK echoes the original
+    // transmission (its ACK of it was lost), so the sample would measure the timeout:
+    // skipped.
     f.fire();
+    f.fire();
+    assert_eq!(f.t.stats().rto_expiries, 1);
     f.tick(5);
     let mut r = f.seg(ACK);
     r.timestamps = Some(TcpTimestamps {
@@ -1760,7 +2042,11 @@ fn ack_rides_on_data() {
     assert_eq!(segs.len(), 1, "one segment: data carrying the ACK");
     assert_eq!(segs[0].r.ack, f.gseq);
     assert_eq!(segs[0].data.len(), 100);
-    assert_eq!(f.t.next_deadline(), Some(f.now + ms(200)), "only the RTO");
+    assert_eq!(
+        f.t.next_deadline(),
+        Some(f.now + ms(42)),
+        "only the loss probe: one segment in flight, 2 ms + the guest's delayed ACK"
+    );
 }
 
 #[test]

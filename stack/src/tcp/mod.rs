@@ -16,9 +16,10 @@
 //!                                              │            (window = its free room)
 //!                                              v
 //!                                    snd_una advances, SACK scoreboard,
-//!                                    RTT sample, cwnd, dup ACKs, recovery
-//!  poll_output <─ lost holes / new data / FIN / ACK <─ send ring <─ send_spare/host_read
-//!  on_timer: RTO (backoff), zero-window probe, delayed ACK, TIME-WAIT
+//!                                    RACK loss detection, RTT, cwnd/PRR
+//!  poll_output <─ lost segments / new data / FIN / ACK <─ send ring <─ send_spare/host_read
+//!  on_timer: RACK reordering timer, loss probe, RTO (backoff), zero-window probe,
+//!            delayed ACK, TIME-WAIT
 //! ```
 //!
 //! Both directions are byte rings that are allocated lazily and grow (by doubling) up to the
@@ -37,12 +38,33 @@
 //!   and holds unacknowledged and unsent bytes; the FIN, once queued, sits right after them
 //!   in sequence space.
 //!
-//! Loss recovery follows RFC 6675 on a byte-range scoreboard: SACKed ranges above SND.UNA
-//! (`send::Scoreboard`), a "lost" boundary (everything unSACKed below it is presumed lost:
-//! the IsLost rule, the first segment on three duplicate ACKs, all of it after an RTO), and
-//! HighRxt, the end of what was retransmitted. `poll_output` first retransmits lost holes,
-//! then sends new data within min(SND.WND, cwnd - pipe), then the FIN. In the common
-//! in-order case the scoreboard and the reassembly list are empty and every step is O(1).
+//! Loss detection is RACK-TLP (RFC 8985), as in Linux, because the RFC 6675 rules cannot
+//! see a lost retransmission or a lost tail: both then wait for the RTO, and on this link
+//! one RTO costs thousands of round trips. Every segment sent (new data, and the FIN in a
+//! record of its own) has a record in `rack::Rack`: its range, its last transmission time
+//! in microseconds, and flags; the records in flight are also linked in transmission order.
+//! An ACK delivers records (cumulatively or by SACK, byte ranges on `send::Scoreboard`);
+//! the most recently *sent* delivered one is RACK.segment, and a record in flight sent
+//! before it is lost once RACK.rtt + the reordering window has passed since it was sent
+//! (a timer covers the wait). Retransmissions are ordinary transmissions, so a lost
+//! retransmission is found the same way. The reordering window is 0 in recovery until
+//! reordering is seen, then min_RTT / 4, growing with D-SACKs up to SRTT (§6.2). A tail
+//! loss, with nothing sent later to be delivered, is found by a loss probe (§7): after
+//! 2 * SRTT (at least 2 ms; plus the guest's 40 ms delayed ACK when one segment is in
+//! flight) without an ACK, one segment goes out (new data, else the last segment again)
+//! and its ACK or SACK lets RACK find the loss. The RTO (RFC 6298, floor 50 ms, with
+//! RACK's marking, §6.3) is the last resort.
+//!
+//! A loss starts fast recovery (RFC 6675 episode: one reduction until RecoveryPoint),
+//! with Proportional Rate Reduction (RFC 6937) setting cwnd on every ACK so that the
+//! flight falls to ssthresh gradually, and cwnd = ssthresh at the end. A reduction is
+//! undone when the timestamps (Eifel, RFC 3522) or D-SACKs for every retransmission of the
+//! episode show it spurious. Without SACK, NewReno (RFC 6582) marks the segment at
+//! SND.UNA lost on three duplicate ACKs and on partial ACKs. `poll_output` first
+//! retransmits lost segments (within cwnd - pipe), then sends new data within
+//! min(SND.WND, cwnd - pipe), then the FIN. In the common in-order case the scoreboard and
+//! the reassembly list are empty, an ACK pops records from the front of the log, and every
+//! step is O(1); with loss, an ACK costs O(1) plus the segments it delivers or marks.
 //!
 //! Acknowledgments are batched: `on_segment` only notes that an ACK is due (every second
 //! full-sized segment, out-of-order data, a FIN, the first segments of a connection) and
@@ -63,15 +85,21 @@
 //! * PAWS tolerates one tick of reordering and exempts reordered pure duplicate ACKs
 //!   (`tcp_disordered_ack()`), which carry SACK information.
 //! * A retransmitted SYN in SYN-RECEIVED gets the SYN-ACK again (echoing its timestamp).
-//! * RTO floor 200 ms; quick ACKs for the first 16 data segments; slow start grows by the
-//!   bytes acknowledged (stretch ACKs); retransmissions found spurious by their timestamps
-//!   are undone (Eifel, RFC 3522/4015); SACK reneging is detected from the cumulative ACK.
+//! * RACK-TLP loss detection with PRR (Linux's defaults); reductions found spurious by
+//!   timestamps or D-SACKs are undone (Eifel, RFC 3522/4015; Linux's undo); quick ACKs
+//!   for the first 16 data segments and after a duplicate segment (`tcp_send_dupack()`);
+//!   slow start grows by the bytes acknowledged (stretch ACKs); SACK reneging is detected
+//!   from the cumulative ACK. The RTO floor is 50 ms rather than Linux's 200 ms (see
+//!   `TcpConfig::rto_min`).
 //!
-//! Memory per connection: the struct (about 800 bytes), the two rings, which grow on
-//! demand (16 KiB first, doubling) up to `recv_buf` (+ one window unit) and `send_buf`, and
-//! when there is loss at most 256 ranges (2 KiB) each for reassembly and the scoreboard.
+//! Memory per connection: the struct (about 1 KiB), the two rings, which grow on demand
+//! (16 KiB first, doubling) up to `recv_buf` (+ one window unit) and `send_buf`, RACK's log
+//! of the segments in flight (32 bytes each: 128 KiB for a full 4 MiB window of 1448-byte
+//! segments, freed when the connection stops sending), and when there is loss at most 256
+//! ranges (2 KiB) each for reassembly and the scoreboard.
 
 pub mod isn;
+mod rack;
 mod reassembly;
 mod recv;
 mod ring;
@@ -87,6 +115,7 @@ pub use crate::wire::tcp::{
     SackBlock, SackBlocks, SeqNumber, TcpFlags, TcpPacket, TcpRepr, TcpTimestamps,
 };
 pub use isn::isn;
+pub use rack::LossStats;
 pub use state::{reset_for_unknown, Tcb};
 
 /// Connection parameters, shared by all connections of a shard.
@@ -105,8 +134,15 @@ pub struct TcpConfig {
     /// dropped).
     pub ooo_buf: usize,
     /// Floor of the retransmission timeout. RFC 6298 §2.4 says 1 s, which dates from coarse
-    /// clocks; like Linux we use 200 ms: the guest link is a local socket whose RTT is
-    /// microseconds, and a 1 s floor would make every tail loss stall the connection.
+    /// clocks; Linux uses 200 ms; we use 50 ms. The guest link's RTT is tens of
+    /// microseconds to a few milliseconds, so every RTO stalls the connection for
+    /// thousands of RTTs, and the RTO is only the last resort: RACK finds lost segments and
+    /// lost retransmissions, a loss probe (RFC 8985 §7) repairs tail losses first, so the
+    /// RTO fires only when a probe and whatever followed it got no answer. The floor must
+    /// stay above the longest the guest holds an ACK, or an idle-ish flow of single
+    /// segments would time out spuriously: a Linux guest delays an ACK by at most
+    /// max(its SRTT, 40 ms) (TCP_DELACK_MIN) once it has an RTT estimate, and the timer
+    /// restarts at every ACK and after a probe. A spurious RTO is undone (Eifel, D-SACK).
     pub rto_min: Duration,
     /// Ceiling of the retransmission timeout (RFC 6298 §2.5 allows >= 60 s).
     pub rto_max: Duration,
@@ -133,7 +169,7 @@ impl Default for TcpConfig {
             recv_buf: 4 << 20,
             send_buf: 4 << 20,
             ooo_buf: 1 << 20,
-            rto_min: Duration::from_millis(200),
+            rto_min: Duration::from_millis(50),
             rto_max: Duration::from_secs(60),
             rto_initial: Duration::from_secs(1),
             max_retries: 15,
@@ -278,4 +314,8 @@ pub struct TcbVars {
     pub ooo_bytes: usize,
     /// SACKed bytes on the scoreboard.
     pub sacked_bytes: u32,
+    /// RACK's windowed minimum RTT (RFC 8985 §6.2 Step 1), from our transmission times.
+    pub min_rtt: Option<Duration>,
+    /// RACK saw the guest link reorder segments (RFC 8985 §6.2 Step 3).
+    pub reordering_seen: bool,
 }

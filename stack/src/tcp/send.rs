@@ -1,6 +1,7 @@
 //! The send side's bookkeeping: the SACK scoreboard (RFC 2018, RFC 6675) and congestion
-//! control (RFC 5681 with RFC 6675 loss recovery). The bytes live in the send ring owned by
-//! the Tcb.
+//! control (RFC 5681; RFC 6675 recovery episodes with RFC 6937 Proportional Rate
+//! Reduction; undo of spurious reductions, RFC 3522/4015 and D-SACK). Loss detection is in
+//! `rack`. The bytes live in the send ring owned by the Tcb.
 
 use super::SeqNumber;
 
@@ -132,25 +133,6 @@ impl Scoreboard {
         }
         n
     }
-
-    /// RFC 6675 §4 IsLost: a byte is lost when DupThresh discontiguous SACKed ranges, or
-    /// more than (DupThresh - 1) * SMSS SACKed bytes, lie above it. Returns the lowest
-    /// SACKed left edge with that much above and at it: every unSACKed byte below it is
-    /// lost. `None` when nothing is lost yet.
-    pub(crate) fn lost_boundary(&self, mss: u32) -> Option<SeqNumber> {
-        let mut bytes = 0u32;
-        let mut count = 0u32;
-        for &(l, r) in self.ranges.iter().rev() {
-            bytes = bytes.saturating_add(span(l, r));
-            count += 1;
-            if count >= DUP_THRESH || bytes > (DUP_THRESH - 1).saturating_mul(mss) {
-                // Everything below this range (and the ranges under it) qualifies; the
-                // highest such point is this range's left edge.
-                return Some(l);
-            }
-        }
-        None
-    }
 }
 
 /// Where loss recovery stands.
@@ -158,21 +140,61 @@ impl Scoreboard {
 pub(crate) enum Recovery {
     /// No loss being repaired.
     Open,
-    /// RFC 6675 / RFC 6582 fast recovery, until SND.UNA passes `recover`.
+    /// Fast recovery (RFC 6675 / RFC 6582 episode, RACK-TLP loss detection, RFC 6937 PRR),
+    /// until SND.UNA passes `recover`.
     Fast,
-    /// After an RTO (or a zero-window stall): everything outstanding was presumed lost
-    /// and is resent in slow start, until SND.UNA passes `recover`.
+    /// After an RTO (or a zero-window stall): what was presumed lost is resent in slow
+    /// start, until SND.UNA passes `recover`.
     Loss,
 }
 
-/// What a reduction of cwnd changed, to restore it if the retransmission proves spurious
-/// (the Eifel algorithm, RFC 3522 detection with timestamps, RFC 4015 response).
+/// What a reduction of cwnd changed, to restore it if the retransmissions prove spurious:
+/// the Eifel algorithm (RFC 3522 detection with timestamps, RFC 4015 response), or every
+/// retransmission of the episode reported as a duplicate by a D-SACK (RFC 2883 §4, RFC
+/// 3708; Linux's `undo_retrans`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Undo {
     pub(crate) cwnd: u32,
     pub(crate) ssthresh: u32,
     /// TSval of the first retransmission, once sent.
     pub(crate) tsval: Option<u32>,
+    /// The timestamps said the first retransmission was needed (RFC 3522 decided).
+    pub(crate) eifel_done: bool,
+    /// Segments retransmitted since cwnd was reduced, the span of sequence numbers they
+    /// cover (a D-SACK outside it reports a duplicate the network made), and how many
+    /// D-SACKs reported them duplicates.
+    pub(crate) retrans: u32,
+    pub(crate) rtx_lo: SeqNumber,
+    pub(crate) rtx_hi: SeqNumber,
+    pub(crate) dsacked: u32,
+    /// After the episode ended, D-SACKs still count until SND.UNA passes this.
+    pub(crate) until: Option<SeqNumber>,
+}
+
+impl Undo {
+    /// All retransmissions were duplicates: the reduction was spurious.
+    pub(crate) fn all_dsacked(&self) -> bool {
+        self.retrans > 0 && self.dsacked >= self.retrans
+    }
+
+    /// `[s, e)` was retransmitted.
+    pub(crate) fn retransmitted(&mut self, s: SeqNumber, e: SeqNumber) {
+        if self.retrans == 0 {
+            (self.rtx_lo, self.rtx_hi) = (s, e);
+        } else {
+            self.rtx_lo = self.rtx_lo.min(s);
+            self.rtx_hi = self.rtx_hi.max(e);
+        }
+        self.retrans = self.retrans.saturating_add(1);
+    }
+
+    /// A D-SACK for `[l, r)`: counts if it lies within what was retransmitted.
+    pub(crate) fn dsack(&mut self, l: SeqNumber, r: SeqNumber, mss: u32) {
+        if self.retrans > 0 && l >= self.rtx_lo && r <= self.rtx_hi {
+            let segs = span(l, r).div_ceil(mss.max(1)).max(1);
+            self.dsacked = self.dsacked.saturating_add(segs);
+        }
+    }
 }
 
 /// A cap that keeps arithmetic far from overflow.
@@ -187,15 +209,17 @@ pub(crate) struct Congestion {
     pub(crate) recovery: Recovery,
     /// RFC 6675 RecoveryPoint: SND.NXT when recovery began.
     pub(crate) recover: SeqNumber,
-    /// RFC 6675 HighRxt: retransmissions went up to here.
-    pub(crate) high_rxt: SeqNumber,
-    /// UnSACKed bytes below this are presumed lost.
-    pub(crate) lost_end: SeqNumber,
     pub(crate) dupacks: u32,
-    /// RFC 6675 §5 (4.3): the first retransmission goes out regardless of cwnd.
+    /// RFC 6675 §5 (4.3), RFC 6582 §3.2 (5): the next retransmission goes out regardless
+    /// of cwnd (entering recovery, a NewReno partial ACK, an RTO).
     pub(crate) rtx_first: bool,
     /// Set when cwnd was reduced and timestamps are in use.
     pub(crate) undo: Option<Undo>,
+    /// RFC 6937 PRR: bytes delivered to the guest and sent by us since recovery began,
+    /// and RecoverFS (the flight when it began).
+    prr_delivered: u32,
+    prr_out: u32,
+    recover_fs: u32,
 }
 
 impl Congestion {
@@ -207,11 +231,12 @@ impl Congestion {
             acked_acc: 0,
             recovery: Recovery::Open,
             recover: una,
-            high_rxt: una,
-            lost_end: una,
             dupacks: 0,
             rtx_first: false,
             undo: None,
+            prr_delivered: 0,
+            prr_out: 0,
+            recover_fs: 0,
         }
     }
 
@@ -247,78 +272,125 @@ impl Congestion {
         (flight / 2).max(2 * mss)
     }
 
-    /// RFC 6675 §5 (4): enter fast recovery. The first lost segment is `[una, una + mss)`
-    /// at least.
-    pub(crate) fn enter_fast(&mut self, una: SeqNumber, nxt: SeqNumber, lost: SeqNumber, mss: u32) {
-        self.save_undo();
+    /// Enter fast recovery (RFC 6675 §5 (4), RFC 6937 §3 initialization): ssthresh is
+    /// half the flight, which PRR then reaches gradually as ACKs arrive; the first
+    /// retransmission goes out at once.
+    pub(crate) fn enter_fast(&mut self, una: SeqNumber, nxt: SeqNumber, mss: u32) {
+        self.save_undo(una);
         let flight = span(una, nxt);
         self.ssthresh = Self::halve(flight, mss);
-        self.cwnd = self.ssthresh;
         self.acked_acc = 0;
         self.recovery = Recovery::Fast;
         self.recover = nxt;
-        self.high_rxt = una;
-        self.lost_end = lost.max(una + mss).min(nxt);
         self.rtx_first = true;
+        self.prr_delivered = 0;
+        self.prr_out = 0;
+        self.recover_fs = flight.max(1);
+    }
+
+    /// RFC 6937 on every ACK in fast recovery: `delivered` bytes reached the guest
+    /// (cumulatively acknowledged or newly SACKed) and `pipe` bytes are in flight. Sets cwnd
+    /// to pipe + sndcnt: proportional rate reduction while pipe is above ssthresh, the
+    /// slow-start reduction bound (PRR-SSRB) below it.
+    pub(crate) fn prr_ack(&mut self, delivered: u32, pipe: u32, mss: u32) {
+        self.prr_delivered = self.prr_delivered.saturating_add(delivered);
+        let ssthresh = u64::from(self.ssthresh);
+        let pipe64 = u64::from(pipe);
+        let prr_delivered = u64::from(self.prr_delivered);
+        let prr_out = u64::from(self.prr_out);
+        let recover_fs = u64::from(self.recover_fs.max(1));
+        let sndcnt = if pipe64 > ssthresh {
+            // CEIL(prr_delivered * ssthresh / RecoverFS) - prr_out
+            let target = (prr_delivered * ssthresh).div_ceil(recover_fs);
+            target.saturating_sub(prr_out)
+        } else {
+            let limit = prr_delivered
+                .saturating_sub(prr_out)
+                .max(u64::from(delivered))
+                + u64::from(mss);
+            (ssthresh - pipe64).min(limit)
+        };
+        let cwnd = pipe64.saturating_add(sndcnt).min(u64::from(MAX_CWND));
+        self.cwnd = u32::try_from(cwnd).unwrap_or(MAX_CWND).max(mss);
+    }
+
+    /// RFC 6937: `n` bytes were sent (new data or retransmissions).
+    pub(crate) fn on_sent(&mut self, n: u32) {
+        if self.recovery == Recovery::Fast {
+            self.prr_out = self.prr_out.saturating_add(n);
+        }
     }
 
     /// RFC 6298 §5.5-5.6 and RFC 5681 §3.1: after an RTO, cwnd = 1 SMSS (loss window),
-    /// ssthresh halved on the first expiry for this data, and everything outstanding is
-    /// presumed lost (RFC 6675 §5.1).
+    /// ssthresh halved on the first expiry for this data, and what is presumed lost is
+    /// resent in slow start (RFC 6675 §5.1).
     pub(crate) fn on_rto(&mut self, una: SeqNumber, nxt: SeqNumber, mss: u32, first: bool) {
         if first {
-            self.save_undo();
+            self.save_undo(una);
             self.ssthresh = Self::halve(span(una, nxt), mss);
         }
         self.cwnd = mss;
         self.acked_acc = 0;
-        self.mark_all_lost(una, nxt);
+        self.enter_loss(nxt);
     }
 
-    fn save_undo(&mut self) {
+    /// RFC 8985 §7.4: a loss probe repaired a loss (the ACK went beyond the probe without
+    /// a D-SACK for it): one reduction, as for a recovery episode, without the episode.
+    pub(crate) fn tlp_reduction(&mut self, mss: u32) {
+        self.ssthresh = Self::halve(self.cwnd, mss);
+        self.cwnd = self.cwnd.min(self.ssthresh);
+        self.acked_acc = 0;
+    }
+
+    fn save_undo(&mut self, una: SeqNumber) {
         self.undo = Some(Undo {
             cwnd: self.cwnd,
             ssthresh: self.ssthresh,
             tsval: None,
+            eifel_done: false,
+            retrans: 0,
+            rtx_lo: una,
+            rtx_hi: una,
+            dsacked: 0,
+            until: None,
         });
     }
 
     /// RFC 4015 §3.2 response to a spurious retransmission: restore cwnd and ssthresh and
     /// end recovery; what is outstanding is in flight after all.
-    pub(crate) fn undo(&mut self, una: SeqNumber) {
+    pub(crate) fn undo(&mut self) {
         if let Some(u) = self.undo.take() {
             self.cwnd = self.cwnd.max(u.cwnd);
             self.ssthresh = self.ssthresh.max(u.ssthresh);
             self.recovery = Recovery::Open;
-            self.high_rxt = una;
-            self.lost_end = una;
             self.dupacks = 0;
             self.rtx_first = false;
         }
     }
 
-    /// Presume everything outstanding lost without touching cwnd (a zero-window stall).
-    pub(crate) fn mark_all_lost(&mut self, una: SeqNumber, nxt: SeqNumber) {
+    /// RTO recovery without touching cwnd (a zero-window stall): what was sent until
+    /// `nxt` is resent.
+    pub(crate) fn enter_loss(&mut self, nxt: SeqNumber) {
         self.recovery = Recovery::Loss;
         self.recover = nxt;
-        self.high_rxt = una;
-        self.lost_end = nxt;
         self.dupacks = 0;
         self.rtx_first = true;
     }
 
-    /// SND.UNA reached RecoveryPoint. RFC 6582 §3.2 (3): cwnd = min(ssthresh, FlightSize +
-    /// SMSS) after fast recovery, so that no burst follows.
-    pub(crate) fn exit(&mut self, una: SeqNumber, nxt: SeqNumber, mss: u32) {
+    /// SND.UNA reached RecoveryPoint. RFC 6937 §3: cwnd = ssthresh after fast recovery
+    /// (PRR brought the flight there, so no burst follows). RFC 6582's min(ssthresh,
+    /// FlightSize + SMSS) would leave one segment when the episode ends with little in
+    /// flight, and a Linux guest holds its ACK for a single segment for 40 ms.
+    pub(crate) fn exit(&mut self, nxt: SeqNumber, mss: u32) {
+        if let Some(u) = self.undo.as_mut() {
+            // D-SACKs for the last retransmissions come with or after the ACK that ends
+            // the episode: they may still show it spurious for one more round trip.
+            u.until = Some(nxt);
+        }
         if self.recovery == Recovery::Fast {
-            self.cwnd = self
-                .ssthresh
-                .min(span(una, nxt).saturating_add(mss))
-                .max(mss);
+            self.cwnd = self.ssthresh.max(mss);
         }
         self.recovery = Recovery::Open;
-        self.high_rxt = una;
-        self.lost_end = una;
         self.dupacks = 0;
         self.rtx_first = false;
     }
@@ -366,31 +438,6 @@ mod tests {
     }
 
     #[test]
-    fn is_lost_rule() {
-        let mss = 100;
-        let mut sb = Scoreboard::default();
-        sb.insert(s(200), s(300));
-        assert_eq!(sb.lost_boundary(mss), None, "one segment SACKed: not yet");
-        sb.insert(s(300), s(400));
-        assert_eq!(
-            sb.lost_boundary(mss),
-            None,
-            "2 * SMSS is not more than 2 * SMSS"
-        );
-        sb.insert(s(400), s(401));
-        assert_eq!(sb.lost_boundary(mss), Some(s(200)));
-        let mut sb = Scoreboard::default();
-        for i in 0..3 {
-            sb.insert(s(1000 + i * 100), s(1010 + i * 100));
-        }
-        assert_eq!(
-            sb.lost_boundary(mss),
-            Some(s(1000)),
-            "three discontiguous blocks"
-        );
-    }
-
-    #[test]
     fn bounded() {
         let mut sb = Scoreboard::default();
         for i in 0..MAX_SACKED as u32 + 5 {
@@ -420,15 +467,38 @@ mod tests {
         let mss = 1000;
         let mut cc = Congestion::new(mss, s(0));
         cc.cwnd = 20_000;
-        cc.enter_fast(s(0), s(20_000), s(0), mss);
-        assert_eq!((cc.ssthresh, cc.cwnd), (10_000, 10_000));
-        assert_eq!(cc.lost_end, s(1000));
+        cc.enter_fast(s(0), s(20_000), mss);
+        assert_eq!(cc.ssthresh, 10_000);
         assert_eq!(cc.recover, s(20_000));
-        cc.exit(s(20_000), s(25_000), mss);
-        assert_eq!(cc.cwnd, 6_000, "min(ssthresh, flight + mss)");
+        assert!(cc.rtx_first);
+        cc.exit(s(25_000), mss);
+        assert_eq!(cc.cwnd, 10_000, "ssthresh (RFC 6937)");
         cc.on_rto(s(20_000), s(25_000), mss, true);
         assert_eq!((cc.ssthresh, cc.cwnd), (2_500, 1_000));
         assert_eq!(cc.recovery, Recovery::Loss);
-        assert_eq!(cc.lost_end, s(25_000));
+        assert_eq!(cc.recover, s(25_000));
+    }
+
+    /// RFC 6937 §6 example: ssthresh half of 20 segments; pipe above ssthresh sends one
+    /// segment per two delivered, below it catches up by at most one segment more than
+    /// delivered.
+    #[test]
+    fn prr_reduces_proportionally_then_slow_starts() {
+        let mss = 1000;
+        let mut cc = Congestion::new(mss, s(0));
+        cc.cwnd = 20_000;
+        cc.enter_fast(s(0), s(20_000), mss);
+        // One segment lost, the next three SACKed: pipe 16 segments.
+        cc.prr_ack(3_000, 16_000, mss);
+        assert_eq!(cc.cwnd, 16_000 + 1_500, "ceil(3000 * 10/20) - 0");
+        cc.on_sent(1_000);
+        cc.prr_ack(1_000, 16_000, mss);
+        assert_eq!(cc.cwnd, 16_000 + 1_000, "ceil(4000 / 2) - 1000");
+        cc.on_sent(1_000);
+        // Far more delivered (pipe fell to 4 segments): SSRB, at most delivered + MSS.
+        cc.prr_ack(2_000, 4_000, mss);
+        assert_eq!(cc.cwnd, 4_000 + 5_000, "max(6000 - 2000, 2000) + 1000");
+        cc.prr_ack(0, 9_500, mss);
+        assert_eq!(cc.cwnd, 10_000, "ssthresh - pipe bounds it");
     }
 }

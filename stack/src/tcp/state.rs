@@ -2,14 +2,15 @@
 
 use std::time::{Duration, Instant};
 
+use super::rack::{AckCtx, LossStats, Rack};
 use super::recv::{select_window, window_shift_for, Placed, RecvBuffer, WindowInputs};
 use super::ring::Ring;
 use super::rtt::RttEstimator;
 use super::send::{Congestion, Recovery, Scoreboard, DUP_THRESH};
 use super::timer::{expired, Timers};
 use super::{
-    Effects, Endpoints, SegmentSink, SeqNumber, State, TcbStats, TcbVars, TcpConfig, TcpFlags,
-    TcpRepr, TcpTimestamps,
+    Effects, Endpoints, SackBlock, SegmentSink, SeqNumber, State, TcbStats, TcbVars, TcpConfig,
+    TcpFlags, TcpRepr, TcpTimestamps,
 };
 
 /// RFC 9293 §3.7.1: without an MSS option, assume 536.
@@ -34,6 +35,15 @@ const PAWS_WINDOW: u32 = 1;
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 /// Bound for a timer deadline that would overflow `Instant`.
 const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+/// RFC 8985 §7.2 floor of the probe timeout 2 * SRTT. The guest link's RTT is tens of
+/// microseconds to a few milliseconds, below the shard's timer resolution (1 ms); Linux
+/// adds 2 jiffies for the same reason.
+const PTO_MIN: Duration = Duration::from_millis(2);
+/// RFC 8985 §7.2 WCDelAckT, added to the probe timeout when one segment is in flight (the
+/// guest may hold its ACK for it): Linux delays an ACK by at most max(its SRTT, 40 ms)
+/// (TCP_DELACK_MIN) once it has an RTT estimate, which on this link is 40 ms. A probe sent
+/// too early only costs one segment and a D-SACK.
+const GUEST_DELACK_MAX: Duration = Duration::from_millis(40);
 
 fn at(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
@@ -90,8 +100,12 @@ pub struct Tcb {
     fin_sent: bool,
     fin_acked: bool,
     sb: Scoreboard,
+    /// RACK-TLP (RFC 8985): the log of segments sent, loss detection, loss probes.
+    rack: Rack,
     cc: Congestion,
     rtt: RttEstimator,
+    /// `timers.rtx` is a loss probe timeout (RFC 8985 §7.2), not the RTO.
+    rtx_probe: bool,
     /// Karn's algorithm without timestamps: the sequence number that, once acknowledged,
     /// completes a measurement, and when it was sent.
     rtt_probe: Option<(SeqNumber, Instant)>,
@@ -197,8 +211,10 @@ impl Tcb {
             fin_sent: false,
             fin_acked: false,
             sb: Scoreboard::default(),
+            rack: Rack::new(iss),
             cc: Congestion::new(u32::from(DEFAULT_MSS), iss),
             rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
+            rtx_probe: false,
             rtt_probe: None,
             syn_sent_at: now,
             syn_retransmitted: false,
@@ -403,6 +419,13 @@ impl Tcb {
         self.emit(out, &r);
     }
 
+    /// Microseconds since the epoch, plus one (RACK's transmission times; 0 is "never").
+    fn micros(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
     fn ts_val(&self, now: Instant) -> u32 {
         let ms = now.saturating_duration_since(self.epoch).as_millis();
         // The TSval clock wraps modulo 2^32 by design (RFC 7323 §5.4).
@@ -432,6 +455,11 @@ impl Tcb {
 
     pub fn stats(&self) -> TcbStats {
         self.stats
+    }
+
+    /// Counters of RACK-TLP loss detection (RFC 8985).
+    pub fn loss_stats(&self) -> LossStats {
+        self.rack.stats.into()
     }
 
     /// A new guest SYN for this 4-tuple may replace this connection (RFC 1122 §4.2.2.13:
@@ -475,6 +503,8 @@ impl Tcb {
             recv_buffered: self.recv.ring.len(),
             ooo_bytes: self.recv.ooo.bytes(),
             sacked_bytes: self.sb.sacked_bytes(),
+            min_rtt: self.rack.min_rtt_us().map(Duration::from_micros),
+            reordering_seen: self.rack.reordering_seen,
         }
     }
 
@@ -582,6 +612,15 @@ impl Tcb {
     /// The handshake completed.
     fn established(&mut self, now: Instant, tsecr: Option<u32>) {
         self.state = State::Established;
+        if !self.syn_retransmitted {
+            // RFC 8985 §6.2 Step 1: the handshake is the first sample of the minimum RTT.
+            let rtt = now.saturating_duration_since(self.syn_sent_at);
+            let now_us = self.micros(now);
+            self.rack
+                .sample_min_rtt(u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX), now_us);
+        }
+        // RFC 8985 §7.3 condition 2: the connection start counts as an RTT sample.
+        self.rack.rtt_sampled = true;
         match tsecr {
             Some(e) if self.ts_ok && e != 0 => self.ts_rtt_sample(now, e),
             _ if !self.syn_retransmitted => self
@@ -683,8 +722,12 @@ impl Tcb {
 
         if seg_len > 0 && seg_end <= self.rcv_nxt {
             // A duplicate (our ACK was lost, or the guest retransmitted early): answer it,
-            // whatever the state (a retransmitted FIN in CLOSE-WAIT, LAST-ACK, ...).
+            // whatever the state (a retransmitted FIN in CLOSE-WAIT, LAST-ACK, ...). The
+            // guest is recovering from a loss it believes in: acknowledge the next
+            // segments at once too, as Linux does (tcp_send_dupack() enters quick-ACK
+            // mode), so that a small window is not clocked by our delayed-ACK timer.
             self.schedule_ack_now(now);
+            self.quick_acks = self.quick_acks.max(QUICK_ACKS);
         }
 
         // RFC 7323 §4.3 (2): SEG.TSval >= TS.Recent and SEG.SEQ =< Last.ACK.sent: remember it.
@@ -790,27 +833,70 @@ impl Tcb {
         // The guest is alive.
         self.retries = 0;
 
+        let mss = self.mss32();
+        let now_us = self.micros(now);
+        let ctx = AckCtx {
+            now: now_us,
+            tsecr: seg
+                .timestamps
+                .filter(|_| self.ts_ok)
+                .map(|ts| ts.tsecr)
+                .filter(|&e| e != 0),
+            ts_offset: self.ts_offset,
+        };
+        self.rack.begin_ack();
+        let sacked_before = self.sb.sacked_bytes();
+        if ack > self.snd_una {
+            // RACK sees what the ACK delivers in sequence order: the cumulative part first
+            // (RFC 8985 §6.2 Step 3 compares each segment with the highest delivered).
+            self.rack.on_cum_ack(ack, &ctx);
+        }
+
         // RFC 2018 / RFC 6675 Update(): SACK blocks to the scoreboard, clipped to what is
-        // outstanding. D-SACKs (below SND.UNA) and blocks beyond SND.NXT are ignored.
+        // outstanding; blocks beyond SND.NXT are ignored. Only the parts not SACKed before
+        // are inserted and shown to RACK, so that an ACK costs what it newly reports.
         let mut sack_new = false;
+        // RFC 2883 §4: a D-SACK is the first block, below the cumulative ACK or inside the
+        // second block. It reports a duplicate: no new SACK information.
+        let mut dsack = None;
         if self.sack_ok {
-            for b in seg.sack_blocks.as_slice() {
-                if b.left >= b.right {
+            let blocks = seg.sack_blocks.as_slice();
+            if let Some(b0) = blocks.first() {
+                if b0.left < b0.right
+                    && (b0.right <= ack
+                        || blocks
+                            .get(1)
+                            .is_some_and(|b1| b1.left <= b0.left && b0.right <= b1.right))
+                {
+                    dsack = Some(*b0);
+                    self.rack.stats.dsacks += 1;
+                }
+            }
+            for (k, b) in blocks.iter().enumerate() {
+                if b.left >= b.right || (k == 0 && dsack.is_some()) {
                     continue;
                 }
                 let l = b.left.max(ack).max(self.snd_una);
                 let r = b.right.min(self.snd_nxt);
-                if l < r {
-                    sack_new |= self.sb.insert(l, r);
+                let mut from = l;
+                while let Some((hl, hr)) = self.sb.next_hole(from, r) {
+                    if self.sb.insert(hl, hr) {
+                        sack_new = true;
+                        self.rack.on_sacked(hl, hr, &self.sb, &ctx);
+                    }
+                    from = hr;
                 }
             }
         }
 
         let seg_wnd = u32::from(seg.window) << self.snd_shift;
-        let mss = self.mss32();
+        let prior_una = self.snd_una;
+        let mut acked = 0;
+        let mut exiting_recovery = false;
+        let mut reneged = false;
         if ack > self.snd_una {
             // "If SND.UNA < SEG.ACK =< SND.NXT, then set SND.UNA <- SEG.ACK."
-            let acked = span(self.snd_una, ack);
+            acked = span(self.snd_una, ack);
             let data_acked = span_usize(self.snd_buf_seq, ack).min(self.send.len());
             self.send.consume(data_acked);
             self.send.rewind_if_empty();
@@ -822,9 +908,11 @@ impl Tcb {
             if self.sb.first_left() == Some(ack) {
                 // RFC 2018 §8: the guest acknowledged up to data it had SACKed but not
                 // through it, so it discarded ("reneged") that data. Forget the SACK
-                // information; those bytes are resent as holes (Linux does the same).
+                // information; those segments are lost and resent (Linux does the same).
                 self.sb.clear();
+                self.rack.reneged();
                 self.stats.sack_reneging += 1;
+                reneged = true;
             }
             self.sb.prune(ack);
 
@@ -845,36 +933,45 @@ impl Tcb {
 
             // RFC 3522 Eifel detection: the first ACK for the retransmitted data echoes a
             // timestamp older than the retransmission's, so the original arrived.
-            if let Some(u) = self.cc.undo {
-                if let (Some(rtx), Some(ts)) = (u.tsval, seg.timestamps) {
+            if let Some(u) = self.cc.undo.as_mut() {
+                if let (Some(rtx), Some(ts), false) = (u.tsval, seg.timestamps, u.eifel_done) {
                     if self.cc.recovery != Recovery::Open && ts_before(ts.tsecr, rtx) {
-                        self.cc.undo(ack);
-                        self.rto_tsval = None;
-                        self.stats.spurious_retransmits += 1;
+                        self.undo_spurious();
                     } else {
-                        self.cc.undo = None;
+                        u.eifel_done = true;
                     }
+                }
+            }
+            if let Some(u) = self.cc.undo {
+                if u.until.is_some_and(|e| ack >= e) && self.cc.recovery == Recovery::Open {
+                    // A round trip after the episode: its D-SACKs have come.
+                    self.cc.undo = None;
                 }
             }
 
             match self.cc.recovery {
                 Recovery::Open => self.cc.on_ack(acked, mss),
                 _ if ack >= self.cc.recover => {
-                    self.cc.exit(ack, self.snd_nxt, mss);
+                    self.cc.exit(self.snd_nxt, mss);
                     self.rto_tsval = None;
+                    exiting_recovery = true;
                 }
                 Recovery::Loss => self.cc.on_ack(acked, mss),
                 Recovery::Fast => {
-                    // A partial ACK (RFC 6582 §3.2 (5)): the segment now at SND.UNA was
-                    // sent before the one just repaired and is still missing: lost too,
-                    // and retransmitted at once.
-                    let head = (ack + mss).min(self.snd_nxt);
-                    self.cc.lost_end = self.cc.lost_end.max(head);
-                    self.cc.rtx_first = true;
+                    if !self.sack_ok {
+                        // A partial ACK (RFC 6582 §3.2 (5)): the segment now at SND.UNA was
+                        // sent before the one just repaired and is still missing: lost
+                        // too, and retransmitted at once. (With SACK, RACK finds it.)
+                        self.rack.mark_head_lost(&self.sb);
+                        self.cc.rtx_first = true;
+                    }
                 }
             }
 
             // RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it.
+            // RFC 8985 §7.2: an ACK of new data (re)schedules the loss probe instead, when
+            // one may be sent.
+            self.rtx_probe = false;
             self.timers.rtx = if self.snd_una == self.snd_nxt {
                 None
             } else {
@@ -890,6 +987,7 @@ impl Tcb {
             self.cc.dupacks += 1;
             self.stats.dup_acks += 1;
         }
+        self.rack.end_ack();
 
         // Window update: "If SND.UNA =< SEG.ACK =< SND.NXT ... If (SND.WL1 < SEG.SEQ or
         // (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)), set SND.WND <- SEG.WND, set
@@ -908,37 +1006,73 @@ impl Tcb {
             self.probing = false;
             self.rtt.reset_backoff();
             if self.snd_nxt > self.snd_una {
-                self.cc.mark_all_lost(self.snd_una, self.snd_nxt);
+                self.rack.mark_all_lost(&self.sb);
+                self.cc.enter_loss(self.snd_nxt);
             }
         }
 
-        // Loss detection: RFC 5681 §3.2 three duplicate ACKs, or RFC 6675 §5 IsLost(HighACK+1)
-        // from the SACK scoreboard; not again before RecoveryPoint is passed.
-        let lost = if self.sack_ok {
-            self.sb.lost_boundary(mss)
-        } else {
-            None
-        };
-        match self.cc.recovery {
-            Recovery::Open if self.snd_nxt > self.snd_una && self.snd_una >= self.cc.recover => {
-                if self.cc.dupacks >= DUP_THRESH || lost.is_some_and(|l| l > self.snd_una) {
-                    self.cc.enter_fast(
-                        self.snd_una,
-                        self.snd_nxt,
-                        lost.unwrap_or(self.snd_una),
-                        mss,
-                    );
-                    self.stats.fast_retransmits += 1;
-                    self.rtt_probe = None;
+        // RFC 8985 §7.4: what the ACK says about an outstanding loss probe.
+        let tlp_dsack = self.tlp_dsack(dsack);
+        self.tlp_process_ack(ack, prior_una, dsack, sack_new, payload_len, mss);
+
+        // A D-SACK within what was retransmitted since cwnd was reduced reports one of
+        // those retransmissions as a duplicate; once all of them are, the reduction is
+        // undone (Linux's tcp_try_undo_dsack(); RFC 4015 response).
+        if let (Some(d), Some(u)) = (dsack, self.cc.undo.as_mut()) {
+            if !tlp_dsack {
+                u.dsack(d.left, d.right, mss);
+                if u.all_dsacked() {
+                    self.undo_spurious();
                 }
             }
-            Recovery::Fast | Recovery::Loss => {
-                if let Some(l) = lost {
-                    self.cc.lost_end = self.cc.lost_end.max(l.min(self.snd_nxt));
-                }
-            }
-            Recovery::Open => {}
         }
+
+        // Loss detection. With SACK: RACK (RFC 8985 §6.2 Steps 4-5) on every ACK that
+        // delivered a segment sent later than the last one known delivered; entering fast
+        // recovery on the first loss (not again before RecoveryPoint is passed). Without
+        // SACK: NewReno, three duplicate ACKs (RFC 5681 §3.2).
+        let mut entered = false;
+        if self.sack_ok {
+            // A D-SACK may mean the window was too small for the reordering seen; not
+            // the loss probe's, which says nothing about reordering (Linux).
+            let reo_dsack = dsack.is_some() && self.rack.reordering_seen && !tlp_dsack;
+            self.rack
+                .update_reo_wnd(reo_dsack, self.snd_una, self.snd_nxt, exiting_recovery);
+            let marked = if self.rack.advanced() {
+                self.rack_detect(now)
+            } else {
+                0
+            };
+            if (marked > 0 || reneged) && self.cc.recovery == Recovery::Open {
+                self.enter_fast_recovery(now);
+                entered = true;
+            }
+        } else if self.cc.recovery == Recovery::Open
+            && self.snd_nxt > self.snd_una
+            && self.snd_una >= self.cc.recover
+            && self.cc.dupacks >= DUP_THRESH
+        {
+            self.rack.mark_head_lost(&self.sb);
+            self.enter_fast_recovery(now);
+            entered = true;
+        }
+
+        // RFC 6937 PRR: in fast recovery every ACK sets how much may be sent.
+        if self.cc.recovery == Recovery::Fast {
+            let sacked_now = self.sb.sacked_bytes();
+            let mut delivered = acked
+                .saturating_add(sacked_now)
+                .saturating_sub(sacked_before);
+            if !self.sack_ok && ack == prior_una && self.cc.dupacks > 0 && !entered {
+                // Without SACK a duplicate ACK stands for one segment delivered.
+                delivered = delivered.saturating_add(mss);
+            }
+            if delivered > 0 || entered {
+                let pipe = self.pipe();
+                self.cc.prr_ack(delivered, pipe, mss);
+            }
+        }
+        self.arm_loss_probe(now);
 
         if self.fin_acked {
             match self.state {
@@ -952,6 +1086,7 @@ impl Tcb {
                     self.state = State::Closed;
                     self.timers.clear();
                     self.send.release();
+                    self.rack.release();
                 }
                 _ => {}
             }
@@ -1103,6 +1238,7 @@ impl Tcb {
         self.timers.rtx = None;
         self.timers.time_wait = Some(at(now, self.cfg.time_wait));
         self.send.release();
+        self.rack.release();
     }
 
     /// The connection is reset (either way, or retries exhausted).
@@ -1111,6 +1247,7 @@ impl Tcb {
         self.aborted = true;
         self.timers.clear();
         self.send.release();
+        self.rack.release();
         self.recv.ring.release();
         self.recv.ooo.clear();
     }
@@ -1262,37 +1399,206 @@ impl Tcb {
     }
 
     /// RFC 6675 §4 pipe: outstanding bytes, less SACKed ones and those presumed lost and
-    /// not yet retransmitted.
+    /// not yet retransmitted (RACK's marks, or the NewReno head).
     fn pipe(&self) -> u32 {
         let outstanding = span(self.snd_una, self.snd_nxt);
-        if self.cc.recovery == Recovery::Open && self.sb.is_empty() {
-            return outstanding;
-        }
-        let mut p = outstanding.saturating_sub(self.sb.sacked_bytes());
-        if !self.sack_ok {
+        let mut p = outstanding
+            .saturating_sub(self.sb.sacked_bytes())
+            .saturating_sub(self.rack.lost_bytes());
+        if !self.sack_ok && self.cc.recovery != Recovery::Open {
             // Without SACK each duplicate ACK says a segment left the network (RFC 5681
             // §3.2 step 4 inflates cwnd for the same reason).
             p = p.saturating_sub(self.cc.dupacks.saturating_mul(self.mss32()));
         }
-        if self.cc.recovery != Recovery::Open {
-            let from = self.cc.high_rxt.max(self.snd_una);
-            if from < self.cc.lost_end {
-                p = p.saturating_sub(self.sb.unsacked_between(from, self.cc.lost_end));
-            }
-        }
         p
     }
 
-    /// RFC 6675 NextSeg() rule (1): the first lost, unSACKed hole above HighRxt.
-    fn next_retransmit(&self) -> Option<(SeqNumber, SeqNumber)> {
-        if self.cc.recovery == Recovery::Open {
-            return None;
+    fn srtt_us(&self) -> Option<u64> {
+        self.rtt
+            .srtt()
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// RFC 8985 §6.2 Step 4: the reordering window now.
+    fn reo_wnd_us(&self) -> u64 {
+        self.rack
+            .reo_wnd(self.cc.recovery != Recovery::Open, self.srtt_us())
+    }
+
+    /// RFC 8985 §6.2 Step 5, RACK_detect_loss_and_arm_timer(): marks what is lost and arms
+    /// the reordering timer for what may still be. Returns the number marked.
+    fn rack_detect(&mut self, now: Instant) -> u32 {
+        let reo = self.reo_wnd_us();
+        let now_us = self.micros(now);
+        let (marked, wait) = self.rack.detect_loss(now_us, reo, &self.sb);
+        self.timers.reo = wait.map(|us| at(now, Duration::from_micros(us)));
+        marked
+    }
+
+    /// A loss was detected outside recovery: RFC 6675 §5 (4) / RFC 6937 fast recovery.
+    fn enter_fast_recovery(&mut self, now: Instant) {
+        let mss = self.mss32();
+        self.cc.enter_fast(self.snd_una, self.snd_nxt, mss);
+        self.stats.fast_retransmits += 1;
+        self.rtt_probe = None;
+        // RFC 8985 §7.2: no loss probe during recovery; the RTO is the last resort.
+        self.rack.tlp_end = None;
+        self.rtx_probe = false;
+        self.timers.rtx = Some(at(now, self.rtt.rto()));
+    }
+
+    /// The cwnd reduction was spurious (the originals arrived): restore it; what is still
+    /// marked lost was only late (the path reorders, which RACK now allows for).
+    fn undo_spurious(&mut self) {
+        self.cc.undo();
+        self.rack.undo();
+        self.rto_tsval = None;
+        self.stats.spurious_retransmits += 1;
+    }
+
+    /// The D-SACK reports the loss probe's retransmission as a duplicate.
+    fn tlp_dsack(&self, dsack: Option<SackBlock>) -> bool {
+        match (dsack, self.rack.tlp_end) {
+            (Some(d), Some(end)) => self.rack.tlp_is_retrans && d.left < end && d.right >= end,
+            _ => false,
         }
-        let from = self.cc.high_rxt.max(self.snd_una);
-        if from >= self.cc.lost_end {
-            return None;
+    }
+
+    /// RFC 8985 §7.4 (as Linux's tcp_process_tlp_ack()): the episode of a loss probe ends
+    /// when the ACK covers it: with no loss if it was new data, if a D-SACK shows the
+    /// probe was a duplicate or a pure duplicate ACK comes; with one loss repaired (and one
+    /// cwnd reduction) if the ACK goes beyond it without such evidence.
+    fn tlp_process_ack(
+        &mut self,
+        ack: SeqNumber,
+        prior_una: SeqNumber,
+        dsack: Option<SackBlock>,
+        sack_new: bool,
+        payload_len: usize,
+        mss: u32,
+    ) {
+        let Some(end) = self.rack.tlp_end else {
+            return;
+        };
+        if ack < end {
+            return;
         }
-        self.sb.next_hole(from, self.cc.lost_end)
+        if !self.rack.tlp_is_retrans || self.tlp_dsack(dsack) {
+            self.rack.tlp_end = None;
+        } else if ack > end {
+            self.rack.tlp_end = None;
+            if self.cc.recovery == Recovery::Open {
+                self.cc.tlp_reduction(mss);
+            }
+            self.rack.stats.tlp_recoveries += 1;
+        } else if ack == prior_una && !sack_new && payload_len == 0 {
+            self.rack.tlp_end = None;
+        }
+    }
+
+    /// RFC 8985 §7.2: a probe may be scheduled with SACK, nothing SACKed, no recovery,
+    /// data in flight (and, here, an open window: a closed one has its persist timer).
+    fn tlp_allowed(&self) -> bool {
+        self.sack_ok
+            && self.sb.is_empty()
+            && self.cc.recovery == Recovery::Open
+            && self.snd_nxt > self.snd_una
+            && self.snd_wnd > 0
+            && !self.probing
+            && matches!(
+                self.state,
+                State::Established
+                    | State::CloseWait
+                    | State::FinWait1
+                    | State::Closing
+                    | State::LastAck
+            )
+    }
+
+    /// RFC 8985 §7.2 after new data went out or an ACK: the retransmission timer becomes a
+    /// probe timeout, PTO = max(2 * SRTT, PTO_MIN) (+ WCDelAckT with one segment in
+    /// flight), never later than the RTO of the oldest transmission in flight. If no probe
+    /// may be scheduled, a pending probe timeout becomes the RTO.
+    fn arm_loss_probe(&mut self, now: Instant) {
+        if !self.tlp_allowed() {
+            if self.rtx_probe {
+                self.rtx_probe = false;
+                self.timers.rtx = (self.snd_nxt != self.snd_una).then(|| at(now, self.rtt.rto()));
+            }
+            return;
+        }
+        let mut pto = match self.rtt.srtt() {
+            Some(srtt) => (2 * srtt).max(PTO_MIN),
+            None => Duration::from_secs(1),
+        };
+        if span(self.snd_una, self.snd_nxt) <= self.mss32() {
+            pto += GUEST_DELACK_MAX;
+        }
+        let mut deadline = at(now, pto);
+        if let Some(t) = self.rack.oldest_in_flight() {
+            let sent = at(self.epoch, Duration::from_micros(t.saturating_sub(1)));
+            deadline = deadline.min(at(sent, self.rtt.rto())).max(now);
+        }
+        self.timers.rtx = Some(deadline);
+        self.rtx_probe = true;
+    }
+
+    /// The lowest segment presumed lost and not yet retransmitted.
+    fn next_retransmit(&mut self) -> Option<(SeqNumber, SeqNumber)> {
+        self.rack.next_lost()
+    }
+
+    /// Sends the unSACKed parts of `[s, e)` again (the FIN too if `e` passes the data),
+    /// segment by segment. Returns the sequence space sent.
+    fn resend_range(
+        &mut self,
+        now: Instant,
+        s: SeqNumber,
+        e: SeqNumber,
+        out: &mut dyn SegmentSink,
+    ) -> u32 {
+        let mut from = s.max(self.snd_una);
+        let mut total = 0u32;
+        while let Some((hs, he)) = self.sb.next_hole(from, e) {
+            let data_end = self.data_end();
+            let max_payload = usize::from(self.snd_mss)
+                .saturating_sub(self.option_len())
+                .max(1);
+            let len = span_usize(hs, he.min(data_end)).min(max_payload);
+            let with_fin = self.fin_sent && he > data_end && seq_add(hs, len) == data_end;
+            if len == 0 && !with_fin {
+                break;
+            }
+            let (n, fin) = self.send_data(now, hs, len, with_fin, out);
+            let used = n + u32::from(fin);
+            if used == 0 {
+                break;
+            }
+            total = total.saturating_add(used);
+            self.stats.retransmits += 1;
+            self.stats.retransmitted_bytes += u64::from(n);
+            from = hs + used;
+        }
+        total
+    }
+
+    /// New data (or the FIN) `[SND.NXT, SND.NXT + len)` went out: bookkeeping.
+    fn sent_new(&mut self, now: Instant, seq: SeqNumber, n: u32, fin: bool) {
+        let used = n + u32::from(fin);
+        if self.rtt_probe.is_none() && !self.ts_ok {
+            self.rtt_probe = Some((seq + used, now));
+        }
+        self.stats.bytes_out += u64::from(n);
+        self.fin_sent |= fin;
+        self.snd_nxt = seq + used;
+        let t = self.micros(now);
+        // The FIN gets a record of its own: SACK blocks never cover it, so a record of
+        // data and FIN could never be found delivered by a SACK.
+        self.rack.sent_new(seq, seq + n, t);
+        if fin {
+            self.rack.sent_new(seq + n, seq + used, t);
+        }
+        self.cc.on_sent(used);
     }
 
     /// Emits `[seq, seq + len)` of the send ring (trimmed so that the segment with its
@@ -1351,31 +1657,33 @@ impl Tcb {
             .saturating_sub(self.option_len())
             .max(1);
         let mut sent = false;
+        let mut sent_new = false;
         loop {
+            // RFC 6675 NextSeg() (1), with RACK's marks: the lowest segment presumed lost,
+            // within cwnd (the first of an episode regardless).
             if let Some((s, e)) = self.next_retransmit() {
-                let data_end = self.data_end();
-                let len = span_usize(s, e.min(data_end)).min(max_payload);
-                let with_fin = self.fin_sent && e > data_end && seq_add(s, len) == data_end;
-                let need = u32::try_from(len.max(1)).unwrap_or(u32::MAX);
+                let need = self.sb.unsacked_between(s, e).max(1);
                 if !self.cc.rtx_first && self.cc.cwnd.saturating_sub(self.pipe()) < need {
                     break;
                 }
-                let (n, fin) = self.send_data(now, s, len, with_fin, out);
-                if self.ts_ok {
-                    let tsval = self.ts_val(now);
-                    if let Some(u) = self.cc.undo.as_mut() {
+                let n = self.resend_range(now, s, e, out);
+                let t = self.micros(now);
+                self.rack.retransmitted(s, t);
+                let tsval = self.ts_ok.then(|| self.ts_val(now));
+                if let Some(u) = self.cc.undo.as_mut() {
+                    if let Some(tsval) = tsval {
                         u.tsval.get_or_insert(tsval);
                     }
-                } else {
-                    self.cc.undo = None;
+                    u.retransmitted(s, e);
                 }
                 self.cc.rtx_first = false;
-                self.cc.high_rxt = self.cc.high_rxt.max(s + (n + u32::from(fin)).max(1));
-                self.stats.retransmits += 1;
-                self.stats.retransmitted_bytes += u64::try_from(len).unwrap_or(0);
+                self.cc.on_sent(n);
                 self.rtt_probe = None;
                 sent = true;
                 continue;
+            }
+            if self.rack.is_full() {
+                break;
             }
             let data_end = self.data_end();
             let unsent = span_usize(self.snd_nxt, data_end);
@@ -1403,25 +1711,24 @@ impl Tcb {
                 if n == 0 {
                     break;
                 }
-                let used = n + u32::from(fin);
-                if self.rtt_probe.is_none() && !self.ts_ok {
-                    self.rtt_probe = Some((seq + used, now));
-                }
-                self.stats.bytes_out += u64::from(n);
-                self.fin_sent |= fin;
-                self.snd_nxt = seq + used;
+                self.sent_new(now, seq, n, fin);
                 sent = true;
+                sent_new = true;
                 continue;
             }
             if self.fin_queued && !self.fin_sent && self.snd_nxt == data_end {
                 // The FIN needs no window (receivers accept a bare FIN at a zero window).
                 let seq = self.snd_nxt;
                 self.send_data(now, seq, 0, true, out);
-                self.fin_sent = true;
-                self.snd_nxt = seq + 1;
+                self.sent_new(now, seq, 0, true);
                 sent = true;
+                sent_new = true;
             }
             break;
+        }
+        if sent_new {
+            // RFC 8985 §7.2: after new data, the loss probe timeout (when allowed).
+            self.arm_loss_probe(now);
         }
         // The persist timer (RFC 9293 §3.8.6.1): data waits behind a zero window and nothing
         // is outstanding, so no ACK will come to announce the window opening.
@@ -1454,10 +1761,19 @@ impl Tcb {
             self.timers.clear();
             self.state = State::Closed;
             self.send.release();
+            self.rack.release();
+        }
+        if expired(self.timers.reo, now) {
+            self.timers.reo = None;
+            self.on_reorder_timer(now, out);
         }
         if expired(self.timers.rtx, now) {
             self.timers.rtx = None;
-            self.on_retransmit_timer(now, out);
+            if std::mem::take(&mut self.rtx_probe) {
+                self.send_loss_probe(now, out);
+            } else {
+                self.on_retransmit_timer(now, out);
+            }
         }
         if expired(self.timers.ack, now) {
             self.timers.ack = None;
@@ -1508,15 +1824,24 @@ impl Tcb {
                     return;
                 }
                 self.stats.rto_expiries += 1;
+                self.rack.tlp_end = None;
+                self.timers.reo = None;
                 if self.snd_wnd == 0 {
                     // A closed window, not congestion: probe with what is outstanding.
                     self.stats.window_probes += 1;
                     self.probing = true;
-                    self.cc.mark_all_lost(self.snd_una, self.snd_nxt);
+                    self.rack.mark_all_lost(&self.sb);
+                    self.cc.enter_loss(self.snd_nxt);
                 } else {
                     let first = self.retries == 1;
                     let mss = self.mss32();
                     self.cc.on_rto(self.snd_una, self.snd_nxt, mss, first);
+                    // RFC 8985 §6.3: the first unacknowledged segment is lost, and what
+                    // was sent at least RACK.rtt + reo_wnd ago; the rest is still in
+                    // flight (RACK finds it lost later if it is).
+                    let reo = self.reo_wnd_us();
+                    let now_us = self.micros(now);
+                    self.rack.mark_lost_on_rto(now_us, reo, &self.sb);
                 }
                 self.rtt_probe = None;
                 self.timers.rtx = Some(at(now, self.rtt.rto()));
@@ -1529,6 +1854,90 @@ impl Tcb {
         }
     }
 
+    /// RFC 8985 §6.2: the reordering window of a segment sent before the last one
+    /// delivered has passed: it is lost unless delivered meanwhile.
+    fn on_reorder_timer(&mut self, now: Instant, out: &mut dyn SegmentSink) {
+        if !self.sack_ok || self.snd_nxt == self.snd_una {
+            return;
+        }
+        self.rack.stats.reo_timeouts += 1;
+        if self.rack_detect(now) > 0 && self.cc.recovery == Recovery::Open {
+            self.enter_fast_recovery(now);
+            // RFC 6937 from the start: nothing was delivered since, so one segment.
+            let (pipe, mss) = (self.pipe(), self.mss32());
+            self.cc.prr_ack(0, pipe, mss);
+        }
+        self.transmit(now, out);
+    }
+
+    /// RFC 8985 §7.3: the probe timeout expired. Unless a probe is already out or no RTT
+    /// was measured since the last one, send one segment beyond cwnd: new data if the
+    /// window allows, else the last segment again. Either way the RTO is armed next.
+    fn send_loss_probe(&mut self, now: Instant, out: &mut dyn SegmentSink) {
+        if self.snd_nxt == self.snd_una {
+            return;
+        }
+        if self.rack.tlp_end.is_none() && self.rack.rtt_sampled && self.tlp_allowed() {
+            let sent = self.probe_new_data(now, out) || self.probe_last_segment(now, out);
+            if sent {
+                self.rack.tlp_end = Some(self.snd_nxt);
+                self.rack.rtt_sampled = false;
+                self.rack.stats.tlp_probes += 1;
+            }
+        }
+        self.timers.rtx = Some(at(now, self.rtt.rto()));
+    }
+
+    /// A loss probe of new data: one segment within the guest's window, beyond cwnd.
+    fn probe_new_data(&mut self, now: Instant, out: &mut dyn SegmentSink) -> bool {
+        if self.rack.is_full() {
+            return false;
+        }
+        let data_end = self.data_end();
+        let unsent = span_usize(self.snd_nxt, data_end);
+        let seq = self.snd_nxt;
+        if unsent == 0 {
+            if self.fin_queued && !self.fin_sent {
+                self.send_data(now, seq, 0, true, out);
+                self.sent_new(now, seq, 0, true);
+                self.rack.tlp_is_retrans = false;
+                return true;
+            }
+            return false;
+        }
+        let wnd_room = span_usize(seq, self.snd_una + self.snd_wnd);
+        let max_payload = usize::from(self.snd_mss)
+            .saturating_sub(self.option_len())
+            .max(1);
+        let len = unsent.min(wnd_room).min(max_payload);
+        if len == 0 {
+            return false;
+        }
+        let fin = self.fin_queued && seq_add(seq, len) == data_end;
+        let (n, fin) = self.send_data(now, seq, len, fin, out);
+        if n == 0 {
+            return false;
+        }
+        self.sent_new(now, seq, n, fin);
+        self.rack.tlp_is_retrans = false;
+        true
+    }
+
+    /// A loss probe retransmitting the segment with the highest sequence numbers.
+    fn probe_last_segment(&mut self, now: Instant, out: &mut dyn SegmentSink) -> bool {
+        let Some((s, e)) = self.rack.probe_range() else {
+            return false;
+        };
+        if self.resend_range(now, s, e, out) == 0 {
+            return false;
+        }
+        let t = self.micros(now);
+        self.rack.probe_retransmitted(s, t);
+        self.rack.tlp_is_retrans = true;
+        self.rtt_probe = None;
+        true
+    }
+
     /// RFC 9293 §3.8.6.1: with a zero window and nothing outstanding, send one byte of new
     /// data beyond the window; the guest's ACK announces its window.
     fn zero_window_probe(&mut self, now: Instant, out: &mut dyn SegmentSink) {
@@ -1536,6 +1945,8 @@ impl Tcb {
         let (n, _) = self.send_data(now, seq, 1, false, out);
         self.snd_nxt = seq + n;
         self.stats.bytes_out += u64::from(n);
+        let t = self.micros(now);
+        self.rack.sent_new(seq, seq + n, t);
         self.probing = true;
         self.stats.window_probes += 1;
         self.timers.rtx = Some(at(now, self.rtt.rto()));

@@ -1,6 +1,7 @@
-//! The three timers a connection keeps (RFC 9293 §3.8): retransmission (which doubles as
-//! the persist timer for zero-window probes and as the SYN timer), delayed ACK, and
-//! TIME-WAIT. Nothing else: no keepalive, the host side has its own.
+//! The timers a connection keeps (RFC 9293 §3.8): retransmission (which doubles as the
+//! persist timer for zero-window probes, the SYN timer and RFC 8985's loss probe timeout),
+//! RACK's reordering timer (RFC 8985 §6.2), delayed ACK, and TIME-WAIT. Nothing else: no
+//! keepalive, the host side has its own.
 
 use std::time::Instant;
 
@@ -10,6 +11,8 @@ pub(crate) struct Timers {
     pub(crate) rtx: Option<Instant>,
     /// An ACK is owed no later than this.
     pub(crate) ack: Option<Instant>,
+    /// RACK's reordering timer (RFC 8985 §6.2): a segment's reordering window ends.
+    pub(crate) reo: Option<Instant>,
     /// TIME-WAIT ends.
     pub(crate) time_wait: Option<Instant>,
 }
@@ -28,7 +31,10 @@ pub(crate) fn expired(t: Option<Instant>, now: Instant) -> bool {
 
 impl Timers {
     pub(crate) fn next(&self) -> Option<Instant> {
-        earliest(earliest(self.rtx, self.ack), self.time_wait)
+        earliest(
+            earliest(earliest(self.rtx, self.ack), self.reo),
+            self.time_wait,
+        )
     }
 
     pub(crate) fn clear(&mut self) {
