@@ -237,23 +237,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-#[allow(clippy::cast_possible_truncation)] // test data
-mod bench {
-    /// `cargo test --release -p stack -- --ignored checksum_throughput --nocapture`
-    #[test]
-    #[ignore = "throughput report, run by hand in release mode"]
-    fn checksum_throughput() {
-        let buf: Vec<u8> = (0..65_536u32).map(|i| (i * 7) as u8).collect();
-        let rounds = 20_000;
-        let t = std::time::Instant::now();
-        let mut acc = 0u64;
-        for i in 0..rounds {
-            acc += u64::from(super::data(std::hint::black_box(&buf[i % 3..])));
-        }
-        let secs = t.elapsed().as_secs_f64();
-        let gbps = (buf.len() * rounds) as f64 / secs / 1e9;
-        eprintln!("checksum: {gbps:.1} GB/s (acc {acc})");
-    }
-}
