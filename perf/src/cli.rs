@@ -29,6 +29,8 @@ usage: perf [options]
   --gvproxy PATH          another gvproxy (e.g. the Go original): engine `other`
   --gvforwarder PATH      ... and its gvforwarder
   --keep-logs             keep the run directory (engine logs) at the end
+  --report-from PATH      print the table and write the chart (--svg) again from
+                          the JSON file of an earlier run; runs nothing
   -h, --help              this text
 
 Workloads run guest->host and host->guest (the guest always opens the
@@ -56,6 +58,7 @@ pub struct Options {
     pub other_gvforwarder: Option<PathBuf>,
     pub quick: bool,
     pub keep_logs: bool,
+    pub report_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +170,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
         other_gvforwarder: None,
         quick: false,
         keep_logs: false,
+        report_from: None,
     };
     while let Some((flag, inline)) = a.next_flag() {
         let f = flag.trim_start_matches('-');
@@ -194,6 +198,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
             "svg" => o.svg = PathBuf::from(a.value(&flag, inline)?),
             "gvproxy-bin" => o.gvproxy_bin = Some(PathBuf::from(a.value(&flag, inline)?)),
             "gvforwarder-bin" => o.gvforwarder_bin = Some(PathBuf::from(a.value(&flag, inline)?)),
+            "report-from" => o.report_from = Some(PathBuf::from(a.value(&flag, inline)?)),
             "gvproxy" => o.other_gvproxy = Some(PathBuf::from(a.value(&flag, inline)?)),
             "gvforwarder" => o.other_gvforwarder = Some(PathBuf::from(a.value(&flag, inline)?)),
             _ => return Err(format!("unknown option {flag:?} (see --help)")),

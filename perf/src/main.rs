@@ -36,7 +36,7 @@ mod svg;
 use cli::{Invocation, Options};
 use engines::{Binaries, Session};
 use model::{EngineKind, Metrics, RunRecord, Workload};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +60,10 @@ fn main() -> ExitCode {
             Duration::from_secs(u64::from(c.duration_s)),
         )),
         Ok(Invocation::Server(s)) => exit_with(rr::server(s.mode, s.direction, s.bind)),
+        Ok(Invocation::Run(o)) if o.report_from.is_some() => {
+            let from = o.report_from.clone().unwrap_or_default();
+            exit_code(report_from(&from, &o.svg))
+        }
         Ok(Invocation::Run(o)) => match run(&o) {
             Ok(code) => code,
             Err(e) => {
@@ -69,6 +73,13 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn exit_code(r: Result<ExitCode, String>) -> ExitCode {
+    r.unwrap_or_else(|e| {
+        eprintln!("perf: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn exit_with(r: Result<(), String>) -> ExitCode {
@@ -93,7 +104,7 @@ fn guard_packets() -> Result<u64, String> {
         })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Machine {
     cpu: String,
     cpus: usize,
@@ -131,14 +142,14 @@ fn machine() -> Machine {
 }
 
 /// How an engine was run, for the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct EngineInfo {
     engine: EngineKind,
     status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<String>,
     commands: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     notes: Vec<String>,
 }
 
@@ -170,31 +181,34 @@ fn engine_version(kind: EngineKind, bins: &Binaries) -> Option<String> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Guard {
     packets_before: u64,
     packets_after: u64,
     unchanged: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct JsonReport<'a> {
+/// The JSON file: the run's context, every run, and the medians.
+#[derive(Debug, Serialize, Deserialize)]
+struct JsonReport {
     format: u32,
     started_unix_s: u64,
     started_utc: String,
     wall_s: f64,
     command: Vec<String>,
-    machine: &'a Machine,
+    machine: Machine,
     iperf3: Option<String>,
     reps: u32,
     duration_s: u32,
     timeout_s: u32,
-    udp_rate: &'a str,
-    mtus: &'a [u32],
+    udp_rate: String,
+    mtus: Vec<u32>,
     engines: Vec<EngineInfo>,
     guard: Guard,
-    summaries: Vec<&'a report::Summary>,
-    runs: &'a [RunRecord],
+    /// Derived from `runs` (recomputed when read back).
+    #[serde(default, skip_deserializing)]
+    summaries: Vec<report::Summary>,
+    runs: Vec<RunRecord>,
 }
 
 /// "2024-05-01 12:34 UTC" from a Unix time (civil-from-days, proleptic
@@ -506,39 +520,97 @@ fn run(o: &Options) -> Result<ExitCode, String> {
     }
 
     let guard_after = guard_packets()?;
-    let summaries = report::summarize(&records);
-    let machine = machine();
+    let unchanged = guard_before == guard_after;
     let command: Vec<String> = std::iter::once("perf".to_string())
         .chain(std::env::args().skip(1))
         .collect();
+    let mut json = JsonReport {
+        format: 1,
+        started_unix_s,
+        started_utc: utc(started_unix_s),
+        wall_s: start.elapsed().as_secs_f64(),
+        command,
+        machine: machine(),
+        iperf3: first_line(&["iperf3", "--version"]),
+        reps: o.reps,
+        duration_s: o.duration_s,
+        timeout_s: o.timeout_s,
+        udp_rate: o.udp_rate.clone(),
+        mtus: o.mtus.clone(),
+        engines: infos.into_values().collect(),
+        guard: Guard {
+            packets_before: guard_before,
+            packets_after: guard_after,
+            unchanged,
+        },
+        summaries: Vec::new(),
+        runs: records,
+    };
+    let summaries = report::summarize(&json.runs);
+    json.summaries = summaries.values().cloned().collect();
+    print!("{}", markdown(&json, &summaries, &o.workloads));
+    write_file(
+        &o.json,
+        &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+    )?;
+    write_file(
+        &o.svg,
+        &svg::chart(&summaries, &o.workloads, &chart_title(&json)),
+    )?;
+    eprintln!("perf: wrote {} and {}", o.json.display(), o.svg.display());
+    if o.keep_logs {
+        eprintln!("perf: logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    cleanup::remove_dir(&dir);
+    cleanup::cleanup_all(o.keep_logs);
+    if unchanged {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "perf: the firewall guard's counters moved: something tried to leave the machine"
+        );
+        Ok(ExitCode::from(1))
+    }
+}
 
-    // Markdown on stdout.
+fn chart_title(r: &JsonReport) -> String {
+    format!(
+        "perf: medians of {} x {} s, {} x {} CPUs, {}",
+        r.reps, r.duration_s, r.machine.cpu, r.machine.cpus, r.started_utc
+    )
+}
+
+/// The report printed on stdout: machine and command, the table of
+/// medians and ratios, the engines' cost, how each engine ran, the guard.
+fn markdown(
+    r: &JsonReport,
+    summaries: &BTreeMap<report::Key, report::Summary>,
+    workloads: &[Workload],
+) -> String {
+    let m = &r.machine;
     let mut md = String::new();
     md.push_str(&format!(
         "machine: {} x {} CPUs, {} GiB, Linux {} ({}); {}\n",
-        machine.cpu,
-        machine.cpus,
-        machine.mem_gib,
-        machine.kernel,
-        machine.congestion_control,
-        utc(started_unix_s)
+        m.cpu, m.cpus, m.mem_gib, m.kernel, m.congestion_control, r.started_utc
     ));
     md.push_str(&format!(
         "command: `{}` ({} x {} s per run, hard limit {} s; UDP offered {}, datagrams of MTU - 28 bytes)\n\n",
-        command.join(" "),
-        o.reps,
-        o.duration_s,
-        o.timeout_s,
-        o.udp_rate
+        r.command.join(" "),
+        r.reps,
+        r.duration_s,
+        r.timeout_s,
+        r.udp_rate
     ));
-    md.push_str(&report::markdown_table(&summaries, &o.workloads));
-    let costs = report::markdown_costs(&summaries);
+    md.push_str(&report::markdown_table(summaries, workloads));
+    let costs = report::markdown_costs(summaries);
     if !costs.is_empty() {
         md.push_str("\nEngine cost (medians):\n\n");
         md.push_str(&costs);
     }
     md.push_str("\nHow each engine ran:\n\n");
-    for info in infos.values() {
+    for info in &r.engines {
         let version = info
             .version
             .as_deref()
@@ -558,73 +630,44 @@ fn run(o: &Options) -> Result<ExitCode, String> {
             md.push_str(&format!("- {}: {}\n", info.engine, info.status));
         }
     }
-    let unchanged = guard_before == guard_after;
+    let g = &r.guard;
     md.push_str(&format!(
         "\nfirewall guard (nft table inet test_guard): {}\n",
-        if unchanged {
-            format!("counters unchanged ({guard_after} packets dropped before and after)")
+        if g.unchanged {
+            format!(
+                "counters unchanged ({} packets dropped before and after)",
+                g.packets_after
+            )
         } else {
-            format!("COUNTERS MOVED: {guard_before} -> {guard_after} packets dropped")
+            format!(
+                "COUNTERS MOVED: {} -> {} packets dropped",
+                g.packets_before, g.packets_after
+            )
         }
     ));
-    md.push_str(&format!(
-        "wall time: {:.0} s\n",
-        start.elapsed().as_secs_f64()
-    ));
-    print!("{md}");
+    md.push_str(&format!("wall time: {:.0} s\n", r.wall_s));
+    md
+}
 
-    let iperf3 = first_line(&["iperf3", "--version"]);
-    let json = JsonReport {
-        format: 1,
-        started_unix_s,
-        started_utc: utc(started_unix_s),
-        wall_s: start.elapsed().as_secs_f64(),
-        command: command.clone(),
-        machine: &machine,
-        iperf3,
-        reps: o.reps,
-        duration_s: o.duration_s,
-        timeout_s: o.timeout_s,
-        udp_rate: &o.udp_rate,
-        mtus: &o.mtus,
-        engines: infos.values().cloned().collect(),
-        guard: Guard {
-            packets_before: guard_before,
-            packets_after: guard_after,
-            unchanged,
-        },
-        summaries: summaries.values().collect(),
-        runs: &records,
-    };
+/// `--report-from PATH`: the table and the chart again from the JSON file
+/// of an earlier run; runs nothing.
+fn report_from(path: &Path, svg_path: &Path) -> Result<ExitCode, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let r: JsonReport =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| r.runs.iter().any(|run| run.workload == *w))
+        .collect();
+    let summaries = report::summarize(&r.runs);
+    print!("{}", markdown(&r, &summaries, &workloads));
     write_file(
-        &o.json,
-        &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+        svg_path,
+        &svg::chart(&summaries, &workloads, &chart_title(&r)),
     )?;
-    let title = format!(
-        "perf: medians of {} x {} s, {} x {} CPUs, {}",
-        o.reps,
-        o.duration_s,
-        machine.cpu,
-        machine.cpus,
-        utc(started_unix_s)
-    );
-    write_file(&o.svg, &svg::chart(&summaries, &o.workloads, &title))?;
-    eprintln!("perf: wrote {} and {}", o.json.display(), o.svg.display());
-    if o.keep_logs {
-        eprintln!("perf: logs kept in {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    cleanup::remove_dir(&dir);
-    cleanup::cleanup_all(o.keep_logs);
-    if unchanged {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!(
-            "perf: the firewall guard's counters moved: something tried to leave the machine"
-        );
-        Ok(ExitCode::from(1))
-    }
+    eprintln!("perf: wrote {}", svg_path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), String> {

@@ -12,7 +12,7 @@ const BAR_GAP: u32 = 4;
 const GROUP_PAD: u32 = 26;
 const BAR_AREA: u32 = 150;
 /// Room above the bars for the rotated value labels.
-const HEADROOM: u32 = 70;
+const HEADROOM: u32 = 80;
 const LABEL_AREA: u32 = 44;
 const MAX_WIDTH: u32 = 1400;
 const MIN_GROUP_W: u32 = 180;
@@ -44,6 +44,14 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// The label on a bar: the table's value, shorter where it would not fit.
+fn bar_label(s: &Summary) -> String {
+    match (s.workload, s.median, s.median_lost_percent) {
+        (Workload::Udp, Some(v), Some(loss)) => format!("{v:.2} / {loss:.1}%"),
+        _ => format_value(s),
+    }
 }
 
 /// Height in pixels of a bar of `value` in a group whose largest is `max`.
@@ -151,7 +159,7 @@ pub fn chart(summaries: &BTreeMap<Key, Summary>, workloads: &[Workload], title: 
                         r#"<text x="{}" y="{ly}" font-size="10" transform="rotate(-90 {} {ly})">{}</text>"#,
                         cx + 3,
                         cx + 3,
-                        escape(&format_value(s))
+                        escape(&bar_label(s))
                     );
                 }
                 Some(_) => {
@@ -193,7 +201,11 @@ pub fn chart(summaries: &BTreeMap<Key, Summary>, workloads: &[Workload], title: 
             out,
             r##"<text x="{gx}" y="{}" font-size="10" fill="#555">{}</text>"##,
             base + 40,
-            escape(&format!("{}{lower}", w.unit()))
+            escape(&format!(
+                "{}{}{lower}",
+                w.unit(),
+                if *w == Workload::Udp { " / loss" } else { "" }
+            ))
         );
     }
     out.push_str("</svg>\n");
