@@ -20,9 +20,7 @@ mod conn;
 mod dhcp;
 mod forward;
 mod signals;
-// The TAP ioctls are the only unsafe code.
-#[allow(unsafe_code)]
-mod tap;
+use transports::tap;
 
 use std::io;
 use std::os::fd::AsRawFd;

@@ -216,6 +216,23 @@ pub fn stdio_link(ctx: &Ctx) -> io::Result<()> {
     Ok(())
 }
 
+/// `-listen-tap`: the TAP is a switch port like a VM link. Frames carry the virtio-net
+/// header (TSO both ways) and may exceed the MTU.
+pub fn tap_link(tap: transports::tap::ServedTap, ctx: &Ctx) {
+    let link = Link::new(
+        LinkIo::VnetTap(tap.fd),
+        Framing::Message,
+        ctx.frame_hint(),
+        TX_LIMIT_BYTES,
+    );
+    ctx.handle.add_link(NewLink {
+        link,
+        name: format!("tap {}", tap.name),
+        fatal_on_close: false,
+        on_close: None,
+    });
+}
+
 fn serve_api(ctx: &Ctx, fd: OwnedFd, _name: String) {
     api::serve_connection(Socket::from(fd), api::Endpoint::Listen, &*ctx.backend);
 }

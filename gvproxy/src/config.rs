@@ -32,6 +32,11 @@ pub const SPECS: &[Spec] = &[
     ),
     Spec::value("listen-vpnkit", "", "socket for HyperKit's virtio-vpnkit"),
     Spec::value(
+        "listen-tap",
+        "",
+        "serve a TAP device directly: NAME, or NSPATH:NAME in another network namespace (/proc/PID/ns/net:tap0, /run/netns/NAME:tap0); created if missing, given the MTU and brought up, with TSO",
+    ),
+    Spec::value(
         "listen-stdio",
         "",
         "any value: use stdin/stdout as the VM link",
@@ -97,6 +102,7 @@ pub struct Config {
     pub listen_vfkit: Option<Endpoint>,
     pub listen_vpnkit: Option<Endpoint>,
     pub listen_stdio: bool,
+    pub listen_tap: Option<transports::tap::TapSpec>,
     pub mtu: u16,
     pub subnet: Ipv4Addr,
     pub prefix_len: u8,
@@ -223,6 +229,10 @@ fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
     let listen_vfkit = endpoint(flags, "listen-vfkit", &["unixgram"])?;
     let listen_vpnkit = endpoint(flags, "listen-vpnkit", &["unix", "tcp", "vsock"])?;
     let listen_stdio = flags.get("listen-stdio").is_some_and(|v| !v.is_empty());
+    let listen_tap = match flags.get("listen-tap").filter(|v| !v.is_empty()) {
+        Some(v) => Some(v.parse().map_err(|e: String| err("listen-tap", e))?),
+        None => None,
+    };
 
     let mtu_text = flags.get_or("mtu", "0");
     let mtu: u32 = mtu_text
@@ -311,6 +321,7 @@ fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
         listen_vfkit,
         listen_vpnkit,
         listen_stdio,
+        listen_tap,
         mtu,
         subnet,
         prefix_len,

@@ -156,6 +156,13 @@ fn run(cfg: &Config) -> Result<(), String> {
         }
         _ => None,
     };
+    let tap = match &cfg.listen_tap {
+        Some(spec) => Some(
+            transports::tap::open_served(spec, u32::from(cfg.mtu))
+                .map_err(|e| format!("invalid value for -listen-tap: {spec}: {e}"))?,
+        ),
+        None => None,
+    };
     if let Some(p) = &cfg.pid_file {
         std::fs::write(p, std::process::id().to_string())
             .map_err(|e| format!("invalid value for -pid-file: {}: {e}", p.display()))?;
@@ -307,6 +314,14 @@ fn run(cfg: &Config) -> Result<(), String> {
     if let Some((fd, url)) = vfkit {
         info!("listening for vfkit on {url}");
         accept::spawn_vfkit(fd, url, ctx.clone());
+    }
+    if let Some(tap) = tap {
+        info!(
+            "serving tap {} ({}offloads)",
+            tap.name,
+            if tap.offload { "" } else { "no " }
+        );
+        accept::tap_link(tap, &ctx);
     }
     if cfg.listen_stdio {
         accept::stdio_link(&ctx).map_err(|e| format!("invalid value for -listen-stdio: {e}"))?;

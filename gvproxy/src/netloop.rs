@@ -857,6 +857,8 @@ impl NetLoop {
                 "rx_frames": c.rx_frames, "rx_bytes": c.rx_bytes,
                 "tx_frames": c.tx_frames, "tx_bytes": c.tx_bytes,
                 "rx_runts": c.rx_runts, "tx_dropped": c.tx_dropped,
+                "rx_oversize": c.rx_oversize, "rx_malformed": c.rx_malformed,
+                "tx_oversize": c.tx_oversize, "tx_gso_writes": c.tx_gso_writes,
             }));
         }
         let mut drops: HashMap<&str, u64> = self.gateway.drops().iter().collect();

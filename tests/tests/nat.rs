@@ -72,6 +72,39 @@ struct Opts {
     shards: Option<usize>,
     mtu: u32,
     faults: Option<FaultConfig>,
+    /// gvproxy serves the guest's TAP itself (`-listen-tap`, TSO both ways): no gvforwarder.
+    tap: bool,
+}
+
+/// How a functional test's guest is served: through gvforwarder with N shards, or by
+/// gvproxy on the guest's TAP itself (default shard count).
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Shards(usize),
+    Tap,
+}
+
+impl Mode {
+    fn opts(self) -> Opts {
+        match self {
+            Mode::Shards(n) => Opts::shards(n),
+            Mode::Tap => Opts {
+                shards: None,
+                mtu: 1500,
+                faults: None,
+                tap: true,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mode::Shards(n) => write!(f, "{n}"),
+            Mode::Tap => f.write_str("tap"),
+        }
+    }
 }
 
 impl Opts {
@@ -80,6 +113,7 @@ impl Opts {
             shards: Some(n),
             mtu: 1500,
             faults: None,
+            tap: false,
         }
     }
 }
@@ -87,7 +121,8 @@ impl Opts {
 /// A guest namespace whose only link goes through gvproxy. Fields drop in order: the
 /// forwarder and the relay first, then the namespace, then gvproxy.
 struct NatGuest {
-    fwd: ChildGuard,
+    /// None when gvproxy serves the TAP itself.
+    fwd: Option<ChildGuard>,
     relay: Option<Relay>,
     ns: Netns,
     gv: Gvproxy,
@@ -101,9 +136,15 @@ impl NatGuest {
         if let Some(n) = opts.shards {
             extra.extend(["-shards".to_string(), n.to_string()]);
         }
+        let ns = guest_with_mtu(label, GUEST_MAC, GUEST_IP, opts.mtu);
+        if opts.tap {
+            extra.extend([
+                "-listen-tap".to_string(),
+                format!("/run/netns/{}:tap0", ns.name()),
+            ]);
+        }
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let gv = Gvproxy::start(label, &extra);
-        let ns = guest_with_mtu(label, GUEST_MAC, GUEST_IP, opts.mtu);
         let relay = opts
             .faults
             .map(|cfg| Relay::start(&gv.path("relay.sock"), &gv.api(), cfg));
@@ -111,7 +152,7 @@ impl NatGuest {
             Some(r) => format!("unix://{}", r.path().display()),
             None => format!("unix://{}", gv.api().display()),
         };
-        let fwd = forwarder(&ns, &["-url", &url, "-mtu", &mtu]);
+        let fwd = (!opts.tap).then(|| forwarder(&ns, &["-url", &url, "-mtu", &mtu]));
         let mut g = NatGuest {
             fwd,
             relay,
@@ -140,17 +181,22 @@ impl NatGuest {
             if out.status.success() {
                 return;
             }
-            assert!(
-                self.fwd.is_running(),
-                "gvforwarder exited; log:\n{}",
-                self.fwd.log_tail(30)
-            );
+            if let Some(fwd) = &mut self.fwd {
+                assert!(
+                    fwd.is_running(),
+                    "gvforwarder exited; log:\n{}",
+                    fwd.log_tail(30)
+                );
+            }
             self.gv.assert_running();
             assert!(
                 Instant::now() < deadline,
                 "the guest cannot ping the gateway:\n{}\ngvforwarder log:\n{}\ngvproxy log:\n{}",
                 String::from_utf8_lossy(&out.stdout),
-                self.fwd.log_tail(30),
+                self.fwd
+                    .as_mut()
+                    .map(|f| f.log_tail(30))
+                    .unwrap_or_default(),
                 self.gv.child.log_tail(30)
             );
         }
@@ -567,9 +613,9 @@ fn transfer_both_ways(g: &NatGuest, src: &DataFile, timeout: Duration, what: &st
 // ---------------------------------------------------------------------------------
 // 1 GiB each way, once per MTU, default shard count; peak RSS of gvproxy.
 
-fn bulk_1gib(mtu: u32) {
+fn bulk_1gib(mtu: u32, tap: bool) {
     let _heavy = heavy();
-    let label = format!("bulk{mtu}");
+    let label = format!("bulk{mtu}{}", if tap { "tap" } else { "" });
     let src = DataFile::create(&label, GIB);
     let mut g = NatGuest::start(
         &label,
@@ -577,10 +623,19 @@ fn bulk_1gib(mtu: u32) {
             shards: None,
             mtu,
             faults: None,
+            tap,
         },
     );
-    let close_errors =
-        transfer_both_ways(&g, &src, BULK_TIMEOUT, &format!("1 GiB at MTU {}", g.mtu));
+    let how = if tap { "-listen-tap" } else { "gvforwarder" };
+    let close_errors = transfer_both_ways(
+        &g,
+        &src,
+        BULK_TIMEOUT,
+        &format!("1 GiB at MTU {} ({how})", g.mtu),
+    );
+    if tap {
+        assert_tso_used(&g);
+    }
     g.gv.assert_running();
     let peak = g.gv.peak_rss_bytes();
     println!(
@@ -598,12 +653,48 @@ fn bulk_1gib(mtu: u32) {
 
 #[test]
 fn bulk_1gib_each_way_mtu1500() {
-    bulk_1gib(1500);
+    bulk_1gib(1500, false);
 }
 
 #[test]
 fn bulk_1gib_each_way_mtu65520() {
-    bulk_1gib(65520);
+    bulk_1gib(65520, false);
+}
+
+#[test]
+fn bulk_1gib_each_way_mtu1500_listen_tap() {
+    bulk_1gib(1500, true);
+}
+
+#[test]
+fn bulk_1gib_each_way_mtu65520_listen_tap() {
+    bulk_1gib(65520, true);
+}
+
+/// At MTU 1500 the TAP's offloads must have been used both ways: frames from the guest
+/// larger than the MTU (TSO segments, checksums completed by gvproxy) and TSO writes to it.
+fn assert_tso_used(g: &NatGuest) {
+    let stats = g.stats();
+    let link = &stats["links"][0];
+    println!("tap link counters: {link}");
+    let (rx_frames, rx_bytes) = (
+        link["rx_frames"].as_u64().unwrap(),
+        link["rx_bytes"].as_u64().unwrap(),
+    );
+    let gso_writes = link["tx_gso_writes"].as_u64().unwrap();
+    assert_eq!(link["rx_malformed"].as_u64(), Some(0), "{link}");
+    if g.mtu == 1500 {
+        // 1 GiB in frames of at most 1514 bytes would be ~709,000 frames.
+        assert!(
+            rx_bytes / rx_frames.max(1) > 3000,
+            "frames from the guest average {} bytes: no TSO from the guest ({link})",
+            rx_bytes / rx_frames.max(1)
+        );
+        assert!(
+            gso_writes > 1000,
+            "only {gso_writes} TSO writes to the guest ({link})"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -612,12 +703,43 @@ fn bulk_1gib_each_way_mtu65520() {
 macro_rules! with_shards {
     ($($name:ident),* $(,)?) => {
         mod shards1 {
-            $( #[test] fn $name() { super::$name(1) } )*
+            $( #[test] fn $name() { super::$name(super::Mode::Shards(1)) } )*
         }
         mod shards2 {
-            $( #[test] fn $name() { super::$name(2) } )*
+            $( #[test] fn $name() { super::$name(super::Mode::Shards(2)) } )*
         }
     };
+}
+
+/// The functional tests that matter for the TAP path: checksums completed, TSO both
+/// ways, half-close, UDP, ICMP through the NAT, all with gvproxy on the guest's TAP.
+mod listen_tap {
+    use super::*;
+
+    #[test]
+    fn curl_reaches_host_http_server() {
+        super::curl_reaches_host_http_server(Mode::Tap)
+    }
+
+    #[test]
+    fn closed_host_port_is_refused_within_1s() {
+        super::closed_host_port_is_refused_within_1s(Mode::Tap)
+    }
+
+    #[test]
+    fn half_close_guest_stops_sending_host_keeps_sending() {
+        super::half_close_guest_stops_sending_host_keeps_sending(Mode::Tap)
+    }
+
+    #[test]
+    fn udp_echo_10000_datagrams_then_idle_expiry() {
+        super::udp_echo_10000_datagrams_then_idle_expiry(Mode::Tap)
+    }
+
+    #[test]
+    fn ping_host_through_nat() {
+        super::ping_host_through_nat(Mode::Tap)
+    }
 }
 
 with_shards!(
@@ -633,8 +755,8 @@ with_shards!(
 
 /// `curl http://192.168.127.254:PORT/` from the guest gets the content of a server on
 /// the host's 127.0.0.1:PORT.
-fn curl_reaches_host_http_server(shards: usize) {
-    let g = NatGuest::start(&format!("curl{shards}"), Opts::shards(shards));
+fn curl_reaches_host_http_server(mode: Mode) {
+    let g = NatGuest::start(&format!("curl{mode}"), mode.opts());
     let token = format!("gvtest-{}-{}", std::process::id(), next_id());
     let mut body = format!("hello from the host, {token}\n").into_bytes();
     // Plus 256 KiB, so the answer spans many segments and windows.
@@ -698,9 +820,9 @@ fn curl_reaches_host_http_server(shards: usize) {
 }
 
 /// A connection to a closed host port fails with "Connection refused", fast.
-fn closed_host_port_is_refused_within_1s(shards: usize) {
+fn closed_host_port_is_refused_within_1s(mode: Mode) {
     let _quiet = quiet();
-    let g = NatGuest::start(&format!("refused{shards}"), Opts::shards(shards));
+    let g = NatGuest::start(&format!("refused{mode}"), mode.opts());
     let port = free_tcp_port().to_string();
     for attempt in 0..3 {
         let start = Instant::now();
@@ -727,13 +849,13 @@ fn closed_host_port_is_refused_within_1s(shards: usize) {
 
 /// 2,000 connections open at once, each exchanging data; then all close and the flow
 /// count returns to zero.
-fn two_thousand_connections_then_flows_drain(shards: usize) {
+fn two_thousand_connections_then_flows_drain(mode: Mode) {
     const CONNS: usize = 2000;
     const THREADS: usize = 8;
     const MSG: usize = 1024;
     let _heavy = heavy();
     raise_nofile_limit(16 * 1024);
-    let g = NatGuest::start(&format!("conns{shards}"), Opts::shards(shards));
+    let g = NatGuest::start(&format!("conns{mode}"), mode.opts());
     let server = EchoServer::start();
     let to = server.addr();
     let start = Instant::now();
@@ -819,11 +941,11 @@ fn join_scoped<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 
 /// Half-close: the guest shuts down its sending side, the host keeps sending, the
 /// guest receives everything, then both close cleanly (no reset on either side).
-fn half_close_guest_stops_sending_host_keeps_sending(shards: usize) {
+fn half_close_guest_stops_sending_host_keeps_sending(mode: Mode) {
     const REQUEST: usize = 100 * 1024;
     const BEFORE: usize = 64 * 1024;
     const AFTER: usize = 16 * 1024 * 1024;
-    let g = NatGuest::start(&format!("halfclose{shards}"), Opts::shards(shards));
+    let g = NatGuest::start(&format!("halfclose{mode}"), mode.opts());
     let (listener, port) = listen_local();
     let host = std::thread::spawn(move || -> io::Result<(usize, Duration)> {
         let (mut conn, _) = accept_before(&listener, Instant::now() + Duration::from_secs(15))?;
@@ -965,14 +1087,14 @@ impl Drop for NftTable {
 
 /// A test host of the test's own that never answers (its firewall drops SYNs): while
 /// 50 connections to it hang, other connections work without delay.
-fn syn_dropping_remote_does_not_delay_other_connections(shards: usize) {
+fn syn_dropping_remote_does_not_delay_other_connections(mode: Mode) {
     const HANGING: usize = 50;
     const OTHERS: usize = 20;
     let _quiet = quiet();
-    let g = NatGuest::start(&format!("syndrop{shards}"), Opts::shards(shards));
+    let g = NatGuest::start(&format!("syndrop{mode}"), mode.opts());
     // The remote host: its own namespace behind a veth from the host, on a /30 of its
     // own (private, so the firewall guard keeps it off eth0 in any case).
-    let remote = Netns::new(&format!("remote{shards}"));
+    let remote = Netns::new(&format!("remote{mode}"));
     let veth = Veth::host_to(&remote);
     let base = 4 * (next_id() % 64);
     let host_ip = format!("172.31.250.{}", base + 1);
@@ -1065,11 +1187,11 @@ fn syn_dropping_remote_does_not_delay_other_connections(shards: usize) {
 
 /// UDP: an echo server on the host's loopback answers through .254; 10,000 datagrams of
 /// mixed sizes up to the MTU arrive intact; after 90 s idle the flow is gone.
-fn udp_echo_10000_datagrams_then_idle_expiry(shards: usize) {
+fn udp_echo_10000_datagrams_then_idle_expiry(mode: Mode) {
     const COUNT: u32 = 10_000;
     const WINDOW: u32 = 16;
     const IDLE: Duration = Duration::from_secs(90);
-    let g = NatGuest::start(&format!("udp{shards}"), Opts::shards(shards));
+    let g = NatGuest::start(&format!("udp{mode}"), mode.opts());
     let max = usize::try_from(g.mtu).unwrap() - 20 - 8;
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
@@ -1194,9 +1316,9 @@ fn udp_echo_10000_datagrams_then_idle_expiry(shards: usize) {
 
 /// `ping -c 3 192.168.127.254` from the guest is answered through the host: the echo
 /// requests (marked with a pattern of this test's own) cross the host's loopback.
-fn ping_host_through_nat(shards: usize) {
+fn ping_host_through_nat(mode: Mode) {
     ensure_sysctl_ping_group();
-    let g = NatGuest::start(&format!("ping{shards}"), Opts::shards(shards));
+    let g = NatGuest::start(&format!("ping{mode}"), mode.opts());
     let id = next_id();
     let mark = format!("{:08x}", (std::process::id() << 12) ^ id ^ 0x5a00_0000);
     let name = format!("gvt_ping_{}_{id}", std::process::id());
@@ -1242,9 +1364,12 @@ fn ping_host_through_nat(shards: usize) {
 
 /// The same as the bulk tests through a lossy link (2 % loss, 5 % reordering, 1 %
 /// duplication of frames both ways), 200 MiB each way, unpaced senders on both sides.
-fn lossy_link_200mib_each_way(shards: usize) {
+fn lossy_link_200mib_each_way(mode: Mode) {
     let _heavy = heavy();
-    let label = format!("lossy{shards}");
+    let label = format!("lossy{mode}");
+    let Mode::Shards(shards) = mode else {
+        panic!("the lossy relay sits on the /connect link: no TAP mode");
+    };
     let src = DataFile::create(&label, 200 * MIB);
     let faults = FaultConfig::new(seed_from_env(), 0.02, 0.05, 0.01);
     let g = NatGuest::start(
@@ -1253,6 +1378,7 @@ fn lossy_link_200mib_each_way(shards: usize) {
             shards: Some(shards),
             mtu: 1500,
             faults: Some(faults),
+            tap: false,
         },
     );
     let transfers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

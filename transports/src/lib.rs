@@ -1,4 +1,4 @@
-//! Transports: endpoints and framings, bytes in, whole frames out. Knows nothing of IP.
+//! Transports: endpoints and framings, bytes in, whole frames out. Whole frames, not IP (see [`vnet`] for the one exception).
 //!
 //! A VM's NIC reaches gvproxy over one of several sockets, each with its own way of
 //! delimiting Ethernet frames; this crate turns all of them into one [`Link`] API
@@ -15,7 +15,9 @@
 //!   bess       seqpacket         one message = one frame  -----------+  |
 //!   vfkit      unixgram          one datagram = one frame  ----------+  |
 //!   TAP        /dev/net/tun fd   one read = one frame  --------------+--+
+//!   vnet TAP   /dev/net/tun fd   virtio-net header + frame (TSO) ----+
 //! ```
+//!
 #![deny(unsafe_code)]
 
 pub mod dial;
@@ -29,6 +31,9 @@ pub mod listen;
 pub mod logger;
 #[allow(unsafe_code)]
 mod sys;
+#[allow(unsafe_code)]
+pub mod tap;
+pub mod vnet;
 #[allow(unsafe_code)]
 pub mod vsock;
 

@@ -5,9 +5,11 @@
 //! read side:  read() 256 KiB --> StreamDecoder --> on_frame(&[u8]) x N      (stream)
 //!             recvmmsg() N slots --> on_frame(&[u8]) x N                    (seqpacket, dgram)
 //!             read() per frame --> on_frame                                 (TAP, other non-sockets)
+//!             read() per frame, virtio-net header, checksum completed --> on_frame  (vnet TAP)
 //! write side: queue_frame() --> TxQueue (one Vec<u8>) --> send()/write()    (stream)
 //!                                                    --> sendmmsg()         (seqpacket, dgram)
 //!                                                    --> write() per frame  (TAP)
+//!                                   runs of one TCP flow --> writev() as one TSO segment (vnet TAP)
 //! ```
 
 use std::fmt;
@@ -20,6 +22,7 @@ use nix::sys::socket::{send, MsgFlags};
 
 use crate::framing::{encode_frame, Framing, FramingError, StreamDecoder, MIN_FRAME};
 use crate::sys::{self, FdKind, RecvInfo, MAX_BATCH};
+use crate::vnet::{self, VnetHdr, VNET_HDR_LEN};
 
 /// Receive buffer of a stream link: many frames per `read()`.
 const STREAM_RX_BYTES: usize = 256 * 1024;
@@ -39,6 +42,10 @@ pub enum LinkIo {
     Packet(OwnedFd),
     /// vfkit server side: recvfrom any sender, sendto(`peer`).
     Datagram { fd: OwnedFd, peer: PathBuf },
+    /// A TAP opened with `IFF_VNET_HDR` (see [`crate::vnet`]): frames in may be 64 KiB TCP
+    /// segments with partial checksums (completed here); runs of TCP segments out are
+    /// written as one TSO segment.
+    VnetTap(OwnedFd),
 }
 
 /// Per-link counters (frames and bytes count only frame bytes, not length prefixes).
@@ -57,6 +64,10 @@ pub struct LinkCounters {
     pub tx_oversize: u64,
     /// Received messages larger than the receive slot (truncated by the kernel), dropped.
     pub rx_oversize: u64,
+    /// Received frames with a bad virtio-net header (checksum offsets outside the frame).
+    pub rx_malformed: u64,
+    /// TSO writes (vnet TAP): each carried several queued frames as one segment.
+    pub tx_gso_writes: u64,
 }
 
 /// Why `read_frames` returned.
@@ -132,6 +143,15 @@ enum Io {
         fd: OwnedFd,
         peer: Result<socket2::SockAddr, String>,
         rx: MessageRx,
+    },
+    VnetTap {
+        fd: OwnedFd,
+        /// One frame with its header; one spare byte to see truncation.
+        rx: Vec<u8>,
+        /// Headers of the merged segment being written.
+        hdr: Vec<u8>,
+        /// Cleared if the kernel refuses a TSO write: single frames from then on.
+        gso: bool,
     },
 }
 
@@ -245,6 +265,7 @@ impl fmt::Debug for Link {
             } => "packet (non-socket)",
             Io::Packet { .. } => "packet",
             Io::Datagram { .. } => "datagram",
+            Io::VnetTap { .. } => "vnet tap",
         };
         f.debug_struct("Link")
             .field("kind", &kind)
@@ -301,6 +322,15 @@ impl Link {
                     rx: MessageRx::new(mtu_hint, true),
                 }
             }
+            LinkIo::VnetTap(fd) => {
+                nonblock(&fd);
+                Io::VnetTap {
+                    fd,
+                    rx: vec![0; VNET_HDR_LEN + vnet::MAX_GSO_FRAME + 1],
+                    hdr: Vec::with_capacity(256),
+                    gso: true,
+                }
+            }
         };
         Link {
             io,
@@ -316,7 +346,9 @@ impl Link {
     pub fn read_fd(&self) -> RawFd {
         match &self.io {
             Io::Stream { read, .. } => read.as_raw_fd(),
-            Io::Packet { fd, .. } | Io::Datagram { fd, .. } => fd.as_raw_fd(),
+            Io::Packet { fd, .. } | Io::Datagram { fd, .. } | Io::VnetTap { fd, .. } => {
+                fd.as_raw_fd()
+            }
         }
     }
 
@@ -327,7 +359,9 @@ impl Link {
                 read, write: None, ..
             } => read.as_raw_fd(),
             Io::Stream { write: Some(w), .. } => w.as_raw_fd(),
-            Io::Packet { fd, .. } | Io::Datagram { fd, .. } => fd.as_raw_fd(),
+            Io::Packet { fd, .. } | Io::Datagram { fd, .. } | Io::VnetTap { fd, .. } => {
+                fd.as_raw_fd()
+            }
         }
     }
 
@@ -363,6 +397,7 @@ impl Link {
                 FdKind::Datagram => read_batched(fd.as_fd(), rx, false, budget, c, on_frame),
             },
             Io::Datagram { fd, rx, .. } => read_batched(fd.as_fd(), rx, false, budget, c, on_frame),
+            Io::VnetTap { fd, rx, .. } => read_vnet(fd.as_fd(), rx, budget, c, on_frame),
         };
         status
     }
@@ -376,7 +411,12 @@ impl Link {
         } else {
             Framing::Message
         };
-        if frame.len() > framing.max_frame() {
+        let max = if matches!(self.io, Io::VnetTap { .. }) {
+            vnet::MAX_GSO_FRAME
+        } else {
+            framing.max_frame()
+        };
+        if frame.len() > max {
             self.counters.tx_oversize += 1;
             return false;
         }
@@ -407,7 +447,7 @@ impl Link {
     /// Writes queued frames with as few syscalls as possible. Ok(true) = queue empty;
     /// Ok(false) = kernel buffer full (or ENOBUFS): register WRITABLE interest and call again.
     pub fn flush(&mut self) -> Result<bool, LinkError> {
-        let r = match &self.io {
+        let r = match &mut self.io {
             Io::Stream {
                 read,
                 write,
@@ -421,6 +461,9 @@ impl Link {
                 FdKind::Other => flush_each(fd.as_fd(), &mut self.tx, &mut self.counters),
                 _ => flush_batched(fd.as_fd(), None, &mut self.tx, &mut self.counters),
             },
+            Io::VnetTap { fd, hdr, gso, .. } => {
+                flush_vnet(fd.as_fd(), hdr, gso, &mut self.tx, &mut self.counters)
+            }
             Io::Datagram { fd, peer, .. } => match peer {
                 Ok(addr) => flush_batched(fd.as_fd(), Some(addr), &mut self.tx, &mut self.counters),
                 Err(msg) => Err(LinkError::Io(io::Error::new(
@@ -630,6 +673,121 @@ fn flush_each(
             Ok(_) => tx.advance_frames(1),
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) | Err(Errno::ENOBUFS) => return Ok(false),
+            Err(Errno::EMSGSIZE) | Err(Errno::EINVAL) => {
+                c.tx_oversize += 1;
+                tx.advance_frames(1);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// read() per frame on a vnet TAP: strip the virtio-net header, complete a partial checksum.
+fn read_vnet(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    budget: usize,
+    c: &mut LinkCounters,
+    on_frame: &mut dyn FnMut(&[u8]),
+) -> Result<ReadStatus, LinkError> {
+    let mut delivered = 0;
+    let slot = buf.len().saturating_sub(1);
+    loop {
+        if delivered >= budget {
+            return Ok(ReadStatus::Budget);
+        }
+        let n = match nix::unistd::read(fd, buf) {
+            Ok(0) => return Ok(ReadStatus::Closed),
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(ReadStatus::WouldBlock),
+            Err(e) => return Err(e.into()),
+        };
+        if n > slot {
+            c.rx_oversize += 1;
+            continue;
+        }
+        if n < VNET_HDR_LEN + MIN_FRAME {
+            c.rx_runts += 1;
+            continue;
+        }
+        let (head, frame) = buf[..n].split_at_mut(VNET_HDR_LEN);
+        let Some(h) = VnetHdr::parse(head) else {
+            c.rx_malformed += 1;
+            continue;
+        };
+        if h.flags & vnet::F_NEEDS_CSUM != 0
+            && !vnet::complete_checksum(
+                frame,
+                usize::from(h.csum_start),
+                usize::from(h.csum_offset),
+            )
+        {
+            c.rx_malformed += 1;
+            continue;
+        }
+        deliver(c, on_frame, frame);
+        delivered += 1;
+    }
+}
+
+/// writev() per frame on a vnet TAP, or per run of one TCP flow's consecutive segments
+/// merged into one TSO segment ([`vnet::plan_gso`]): the payloads are gathered straight
+/// from the queue, only the headers are rewritten.
+fn flush_vnet(
+    fd: BorrowedFd<'_>,
+    hdr: &mut Vec<u8>,
+    gso: &mut bool,
+    tx: &mut TxQueue,
+    c: &mut LinkCounters,
+) -> Result<bool, LinkError> {
+    const PLAIN: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+    while !tx.is_empty() {
+        let count = if *gso { vnet::plan_gso(tx.frames()) } else { 1 };
+        let mut vh = PLAIN;
+        let mut iov = [io::IoSlice::new(&[]); vnet::MAX_GSO_SEGS + 2];
+        let mut n_iov = 0;
+        if count > 1 {
+            let mut frames = tx.frames().take(count);
+            let head = frames.next().unwrap_or(&[]);
+            let Some(seg) = vnet::tcp_seg(head) else {
+                return Err(LinkError::Io(io::Error::other("gso plan without a head")));
+            };
+            let mut payload = seg.payload;
+            let mut last = head;
+            for f in frames {
+                payload += f.len().saturating_sub(seg.hdr_len);
+                last = f;
+            }
+            match vnet::gso_header(head, payload, vnet::tcp_flags(last), hdr) {
+                Some(h) => vh = h.emit(),
+                None => return Err(LinkError::Io(io::Error::other("gso header"))),
+            }
+            iov[1] = io::IoSlice::new(hdr);
+            n_iov = 2;
+            for f in tx.frames().take(count) {
+                iov[n_iov] = io::IoSlice::new(f.get(seg.hdr_len..).unwrap_or(&[]));
+                n_iov += 1;
+            }
+        } else if let Some(f) = tx.frames().next() {
+            iov[1] = io::IoSlice::new(f);
+            n_iov = 2;
+        }
+        iov[0] = io::IoSlice::new(&vh);
+        match nix::sys::uio::writev(fd, &iov[..n_iov]) {
+            Ok(_) => {
+                if count > 1 {
+                    c.tx_gso_writes += 1;
+                }
+                tx.advance_frames(count.max(1));
+            }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) | Err(Errno::ENOBUFS) => return Ok(false),
+            Err(Errno::EMSGSIZE) | Err(Errno::EINVAL) if count > 1 => {
+                log::warn!("the TAP refused a TSO write: sending single frames from now on");
+                *gso = false;
+            }
             Err(Errno::EMSGSIZE) | Err(Errno::EINVAL) => {
                 c.tx_oversize += 1;
                 tx.advance_frames(1);
