@@ -40,7 +40,9 @@ use stack::batch::FrameBatch;
 use stack::counters::{DropCounters, DropReason};
 use stack::flow::{FlowHasher, FlowKey};
 use stack::gateway::{Gateway, GatewayConfig, Verdict};
-use stack::shard::{self, ShardConfig, ShardHandle, ShardMsg, ShardStats, SwitchMsg};
+use stack::shard::{
+    self, InlineShard, ShardConfig, ShardHandle, ShardMsg, ShardStats, SwitchMsg,
+};
 use stack::wire::{
     ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr, MacAddr,
 };
@@ -54,6 +56,8 @@ const READ_BUDGET: usize = 256;
 /// Outgoing bytes queued per link before frames are dropped.
 pub const TX_LIMIT_BYTES: usize = 4 << 20;
 const WAKER: Token = Token(usize::MAX);
+/// The inline shard's epoll fd.
+const INLINE: Token = Token(usize::MAX - 1);
 const AGE_EVERY: Duration = Duration::from_secs(30);
 /// A shard's frames wait while the link they go to has this much queued (below the link's
 /// limit, so frames from shards are never dropped at a live link).
@@ -270,6 +274,8 @@ pub struct NetLoop {
     /// Frames the loop dropped on the way to a shard.
     unrouted: DropCounters,
     shards: Vec<ShardHandle>,
+    /// Shard 0 runs in this thread: its flows cross no thread boundary.
+    inline: InlineShard,
     hasher: FlowHasher,
     /// Guest frames being collected for each shard this turn.
     shard_in: Vec<FrameBatch>,
@@ -317,8 +323,13 @@ impl NetLoop {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let (to_switch, from_shards) = crossbeam_channel::unbounded();
-        let mut handles = Vec::new();
-        for id in 0..shards.max(1) {
+        // Shard 0 in this thread, the others on threads of their own: as many busy
+        // threads as shards.
+        let (h0, inline) = shard::inline(shard_cfg.clone(), 0, to_switch.clone(), waker.clone())?;
+        poll.registry()
+            .register(&mut SourceFd(&inline.fd()), INLINE, Interest::READABLE)?;
+        let mut handles = vec![h0];
+        for id in 1..shards.max(1) {
             handles.push(shard::spawn(
                 shard_cfg.clone(),
                 id,
@@ -345,6 +356,7 @@ impl NetLoop {
             links_oversize: 0,
             unrouted: DropCounters::default(),
             shards: handles.clone(),
+            inline,
             hasher,
             shard_in: (0..n).map(|_| FrameBatch::new()).collect(),
             shard_in_flight: vec![0; n],
@@ -377,8 +389,9 @@ impl NetLoop {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = if self.backlog.is_empty() {
-                Some(AGE_EVERY)
+            let timeout = if self.backlog.is_empty() && !self.inline.busy() {
+                let shard = self.inline.timeout().unwrap_or(AGE_EVERY);
+                Some(shard.min(AGE_EVERY))
             } else {
                 Some(Duration::ZERO)
             };
@@ -396,6 +409,10 @@ impl NetLoop {
             let mut readable: Vec<PortId> = std::mem::take(&mut self.backlog);
             for ev in events.iter() {
                 let t = ev.token();
+                if t == INLINE {
+                    // The inline shard runs every turn, below.
+                    continue;
+                }
                 if t == WAKER {
                     self.drain_commands(now);
                     self.drain_shards();
@@ -415,6 +432,8 @@ impl NetLoop {
                 self.read_port(port, now);
             }
             self.send_shard_batches();
+            self.inline.turn();
+            self.drain_shards();
             // Shard frames wait for full link queues: flush, switch more, until one
             // blocks on a full socket or nothing is left.
             for _ in 0..16 {
@@ -604,7 +623,13 @@ impl NetLoop {
         }
         if let (Some(n), Some(shard)) = (self.shard_in_flight.get_mut(k), self.shards.get(k)) {
             *n += batch.bytes();
-            if !shard.send(ShardMsg::Frames(batch)) {
+            // The inline shard takes its batches in this turn: no wake needed.
+            let sent = if k == 0 {
+                shard.send_quiet(ShardMsg::Frames(batch))
+            } else {
+                shard.send(ShardMsg::Frames(batch))
+            };
+            if !sent {
                 warn!("shard {k} is gone; its frames are lost");
             }
         }

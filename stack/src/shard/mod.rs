@@ -245,6 +245,63 @@ pub fn spawn(
     Ok(ShardHandle { id, tx, waker })
 }
 
+/// A shard driven by another thread's event loop (the switch loop's) instead of a thread
+/// of its own: frames of its flows go from the TAP to the host socket with no thread hop.
+/// The owner registers [`InlineShard::fd`] (the shard's epoll fd, readable when a host
+/// socket, a timer-free message or a wake is pending) and calls [`InlineShard::turn`] on
+/// every turn of its loop, blocking no longer than [`InlineShard::timeout`].
+pub struct InlineShard {
+    shard: Shard,
+    events: Events,
+}
+
+/// Builds shard `id` to be driven inline by the caller's loop; `to_switch`/`switch_waker`
+/// as for [`spawn`].
+pub fn inline(
+    cfg: ShardConfig,
+    id: usize,
+    to_switch: Sender<SwitchMsg>,
+    switch_waker: Arc<Waker>,
+) -> io::Result<(ShardHandle, InlineShard)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), table::waker_token())?);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let shard = Shard::new(cfg, id, poll, rx, to_switch, switch_waker);
+    Ok((
+        ShardHandle { id, tx, waker },
+        InlineShard {
+            shard,
+            events: Events::with_capacity(1024),
+        },
+    ))
+}
+
+impl InlineShard {
+    /// The shard's epoll fd, to watch for readability (edge-triggered is enough: every
+    /// turn drains it).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.shard.poll.as_raw_fd()
+    }
+
+    /// One turn without blocking: messages, host socket events, timers, output.
+    pub fn turn(&mut self) {
+        if self.shard.running {
+            self.shard.turn(&mut self.events, Some(Duration::ZERO));
+        }
+    }
+
+    /// How long the owner may block before the next [`InlineShard::turn`] is due.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.shard.poll_timeout(Instant::now())
+    }
+
+    /// The last turn filled its event buffer: more may be pending.
+    pub fn busy(&self) -> bool {
+        self.events.iter().count() >= self.events.capacity()
+    }
+}
+
 /// Per-protocol state of a flow.
 enum Proto {
     /// Boxed: a Tcb is large, UDP and ICMP flows are small.
@@ -377,29 +434,39 @@ impl Shard {
         debug!("shard {}: running", self.id);
         while self.running {
             let timeout = self.poll_timeout(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    warn!("shard {}: poll failed: {e}", self.id);
-                    thread::sleep(Duration::from_millis(10));
-                }
-                continue;
-            }
-            let now = Instant::now();
-            for ev in events.iter() {
-                match table::decode(ev.token()) {
-                    Some((Kind::Waker, _)) => self.drain_messages(now),
-                    Some((Kind::Flow, id)) => self.flow_event(id, ev, now),
-                    Some((Kind::Serve, id)) => self.serve_event(id),
-                    // Not a token of ours: ignore.
-                    None => {}
-                }
-            }
-            self.run_timers(now);
-            self.run_serves(now);
-            self.run_dirty(now);
-            self.out.flush();
+            self.turn(&mut events, timeout);
         }
         debug!("shard {}: stopped", self.id);
+    }
+
+    /// Waits up to `timeout` for events, then does everything they and the clock ask.
+    fn turn(&mut self, events: &mut Events, timeout: Option<Duration>) {
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                warn!("shard {}: poll failed: {e}", self.id);
+                thread::sleep(Duration::from_millis(10));
+            }
+            events.clear();
+            return;
+        }
+        let now = Instant::now();
+        for ev in events.iter() {
+            match table::decode(ev.token()) {
+                Some((Kind::Waker, _)) => self.drain_messages(now),
+                Some((Kind::Flow, id)) => self.flow_event(id, ev, now),
+                Some((Kind::Serve, id)) => self.serve_event(id),
+                // Not a token of ours: ignore.
+                None => {}
+            }
+        }
+        // Messages queued without a wake (the inline owner's own batches).
+        if !self.rx.is_empty() {
+            self.drain_messages(now);
+        }
+        self.run_timers(now);
+        self.run_serves(now);
+        self.run_dirty(now);
+        self.out.flush();
     }
 
     /// Zero while there is work the output credit allows; else until the next timer.
