@@ -40,9 +40,7 @@ use stack::batch::FrameBatch;
 use stack::counters::{DropCounters, DropReason};
 use stack::flow::{FlowHasher, FlowKey};
 use stack::gateway::{Gateway, GatewayConfig, Verdict};
-use stack::shard::{
-    self, InlineShard, ShardConfig, ShardHandle, ShardMsg, ShardStats, SwitchMsg,
-};
+use stack::shard::{self, InlineShard, ShardConfig, ShardHandle, ShardMsg, ShardStats, SwitchMsg};
 use stack::wire::{
     ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr, MacAddr,
 };
