@@ -45,6 +45,10 @@ pub const SPECS: &[Spec] = &[
         "mtu: sizes the frame buffers (larger frames from the host are dropped)",
     ),
     Spec::bool("preexisting", "use preexisting/preconfigured TAP interface"),
+    Spec::bool(
+        "no-vnet",
+        "connect: do not ask gvproxy for /connect-vnet (virtio-net headers, TSO); plain /connect",
+    ),
     Spec::bool("version", "print version and exit"),
     Spec::value(
         "protocol",
@@ -127,6 +131,8 @@ pub struct Config {
     pub mtu: usize,
     pub preexisting: bool,
     pub debug: bool,
+    /// Offer gvproxy the virtio-net header extension (`POST /connect-vnet`) first.
+    pub vnet: bool,
 }
 
 /// A bad command line: the flag and what is wrong with its value.
@@ -206,6 +212,7 @@ impl Config {
             mtu,
             preexisting: flags.bool("preexisting"),
             debug: flags.bool("debug"),
+            vnet: !flags.bool("no-vnet"),
         })
     }
 }

@@ -22,6 +22,8 @@ const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Connection {
     pub io: LinkIo,
     pub framing: Framing,
+    /// Bytes read past the HTTP response head (`/connect-vnet`): the first frames.
+    pub leftover: Vec<u8>,
     /// The `stdio:` child; killed and reaped when the connection is dropped.
     pub child: Option<ChildGuard>,
 }
@@ -57,10 +59,32 @@ impl Drop for ChildGuard {
     }
 }
 
-pub fn connect(target: &Target) -> io::Result<Connection> {
+/// Whether `target` may use `/connect-vnet` (gvforwarder's own `/connect` over a stream).
+pub fn vnet_capable(target: &Target) -> bool {
+    matches!(&target.dial, Dial::Stream(_))
+        && matches!(&target.protocol, Protocol::Connect(p) if p == "/connect")
+}
+
+/// Dials `target`. With `vnet` (only where [`vnet_capable`]), asks for `/connect-vnet`:
+/// records of virtio-net header + frame behind a u32 BE length. A gvproxy without it
+/// (upstream answers 404) yields an `Unsupported` error: reopen the TAP without the
+/// header and dial again without `vnet`.
+pub fn connect(target: &Target, vnet: bool) -> io::Result<Connection> {
     match &target.dial {
         Dial::Stream(endpoint) => {
             let fd = transports::dial_stream(endpoint)?;
+            if vnet && vnet_capable(target) {
+                let (fd, leftover) = vnet_preamble(fd)?;
+                return Ok(Connection {
+                    io: LinkIo::Stream {
+                        read: fd,
+                        write: None,
+                    },
+                    framing: Framing::Qemu,
+                    leftover,
+                    child: None,
+                });
+            }
             let fd = stream_preamble(fd, &target.protocol)?;
             Ok(Connection {
                 io: LinkIo::Stream {
@@ -68,6 +92,7 @@ pub fn connect(target: &Target) -> io::Result<Connection> {
                     write: None,
                 },
                 framing: stream_framing(&target.protocol),
+                leftover: Vec::new(),
                 child: None,
             })
         }
@@ -98,12 +123,14 @@ pub fn connect(target: &Target) -> io::Result<Connection> {
                     write: Some(OwnedFd::from(pipes.write)),
                 },
                 framing: stream_framing(&target.protocol),
+                leftover: Vec::new(),
                 child: Some(guard),
             })
         }
         Dial::Seqpacket(path) => Ok(Connection {
             io: LinkIo::Packet(transports::dial_seqpacket(path)?),
             framing: Framing::Message,
+            leftover: Vec::new(),
             child: None,
         }),
         Dial::Unixgram(remote) => {
@@ -118,6 +145,7 @@ pub fn connect(target: &Target) -> io::Result<Connection> {
             Ok(Connection {
                 io: LinkIo::Packet(transports::dial_unixgram(local, remote, send_vfkt)?),
                 framing: Framing::Message,
+                leftover: Vec::new(),
                 child: None,
             })
         }
@@ -158,6 +186,33 @@ fn stream_preamble(fd: OwnedFd, protocol: &Protocol) -> io::Result<OwnedFd> {
         }
         Protocol::U16 | Protocol::Qemu | Protocol::Bess | Protocol::Vfkit { .. } => Ok(fd),
     }
+}
+
+/// `POST /connect-vnet`, then the response head: 200 = records follow (and may already
+/// have), anything else = not offered.
+fn vnet_preamble(fd: OwnedFd) -> io::Result<(OwnedFd, Vec<u8>)> {
+    let timeout =
+        TimeVal::milliseconds(i64::try_from(PREAMBLE_TIMEOUT.as_millis()).unwrap_or(i64::MAX));
+    let none = TimeVal::zero();
+    info!("sending post request to {}", http::VNET_CONNECT_PATH);
+    setsockopt(&fd, sockopt::SendTimeout, &timeout)?;
+    setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)?;
+    let mut file = File::from(fd);
+    file.write_all(&http::connect_request(http::VNET_CONNECT_PATH))?;
+    let (status, leftover) = http::read_response_head(&mut file, 16 * 1024)?;
+    if status != 200 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "gvproxy answered {status} to {}: plain /connect",
+                http::VNET_CONNECT_PATH
+            ),
+        ));
+    }
+    let fd = OwnedFd::from(file);
+    setsockopt(&fd, sockopt::SendTimeout, &none)?;
+    setsockopt(&fd, sockopt::ReceiveTimeout, &none)?;
+    Ok((fd, leftover))
 }
 
 fn hyperkit_handshake(s: &mut (impl Read + Write), uuid: &str) -> io::Result<()> {

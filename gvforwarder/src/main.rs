@@ -97,6 +97,9 @@ struct Forwarder<'a> {
     tx_limit_bytes: usize,
     /// Our udhcpc script, written when first needed and removed at exit.
     udhcpc_script: Option<dhcp::Script>,
+    /// Ask for `/connect-vnet` (TAP with virtio-net headers and offloads); cleared for good
+    /// once gvproxy or the TAP does not offer it.
+    vnet: bool,
 }
 
 impl<'a> Forwarder<'a> {
@@ -109,6 +112,7 @@ impl<'a> Forwarder<'a> {
             frame_bytes,
             tx_limit_bytes: forward::tx_limit_bytes(frame_bytes),
             udhcpc_script: None,
+            vnet: config.vnet && conn::vnet_capable(&config.target),
         }
     }
 
@@ -162,22 +166,33 @@ impl<'a> Forwarder<'a> {
                 Err(e) => return End::Tap(e.to_string()),
             }
         }
+        let target = &self.config.target;
+        info!("dialing to {} ({})", target.url, target.protocol);
+        let conn = match conn::connect(target, self.vnet) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::Unsupported && self.vnet => {
+                // Upstream gvproxy: the TAP goes back to plain frames, then dial again.
+                info!("{e}");
+                self.vnet = false;
+                if let Some(tap) = self.tap.take() {
+                    add(&mut self.totals.closed_tap, &tap.link.counters());
+                }
+                return self.session(signals);
+            }
+            Err(e) => return End::Host(format!("cannot connect to host: {e}")),
+        };
+        let (frame_bytes, tx_limit) = self.frame_limits();
         let Some(tap) = self.tap.as_mut() else {
             return End::Tap("no tap device".into());
         };
-        let target = &self.config.target;
-        info!("dialing to {} ({})", target.url, target.protocol);
-        let conn = match conn::connect(target) {
-            Ok(c) => c,
-            Err(e) => return End::Host(format!("cannot connect to host: {e}")),
-        };
-        let mut host = Link::new(conn.io, conn.framing, self.config.mtu, self.tx_limit_bytes);
+        let mut host = Link::new(conn.io, conn.framing, frame_bytes, tx_limit);
+        host.prefill(&conn.leftover);
         debug!(
             "host link: {:?} framing, fds {}/{}, tx limit {} bytes",
             conn.framing,
             host.read_fd(),
             host.write_fd(),
-            self.tx_limit_bytes
+            tx_limit
         );
         // Held for the session: dropping it reaps (or kills) a stdio peer.
         let child = conn.child;
@@ -200,7 +215,7 @@ impl<'a> Forwarder<'a> {
             &mut host,
             signals,
             &mut self.totals,
-            self.frame_bytes,
+            frame_bytes,
             &mut on_child,
         );
         // Stops a client still running (dhclient, or udhcpc without a lease yet).
@@ -211,7 +226,7 @@ impl<'a> Forwarder<'a> {
         end
     }
 
-    fn open_tap(&self) -> io::Result<Tap> {
+    fn open_tap(&mut self) -> io::Result<Tap> {
         let config = self.config;
         if config.preexisting && !tap::exists(&config.iface) {
             return Err(io::Error::new(
@@ -220,7 +235,7 @@ impl<'a> Forwarder<'a> {
             ));
         }
         info!("configuring tap device {}", config.iface);
-        let (name, fd) = tap::open(&config.iface)?;
+        let (name, fd) = self.open_tap_fd()?;
         if !config.preexisting {
             if let Some(mac) = config.mac {
                 tap::set_mac(&name, mac)?;
@@ -235,13 +250,43 @@ impl<'a> Forwarder<'a> {
         );
         Ok(Tap {
             name,
-            link: Link::new(
-                LinkIo::Packet(fd),
-                Framing::Message,
-                self.config.mtu,
-                self.tx_limit_bytes,
-            ),
+            link: {
+                let (frame_bytes, tx_limit) = self.frame_limits();
+                Link::new(LinkIo::Packet(fd), Framing::Message, frame_bytes, tx_limit)
+            },
         })
+    }
+
+    /// The TAP's fd: with virtio-net headers and offloads while `vnet` (the kernel hands
+    /// over 64 KiB TCP segments, relayed to gvproxy as they are); otherwise plain, with
+    /// offloads off (a persistent TAP keeps them from an earlier vnet session).
+    fn open_tap_fd(&mut self) -> io::Result<(String, std::os::fd::OwnedFd)> {
+        let iface = &self.config.iface;
+        if self.vnet {
+            let (name, fd) = tap::open_with(iface, true)?;
+            match tap::enable_offload(&fd) {
+                Ok(()) => return Ok((name, fd)),
+                Err(e) => {
+                    info!("{e}: plain /connect");
+                    self.vnet = false;
+                }
+            }
+        }
+        let (name, fd) = tap::open(iface)?;
+        if let Err(e) = tap::set_offload(&fd, 0) {
+            debug!("{e}");
+        }
+        Ok((name, fd))
+    }
+
+    /// The largest frame (vnet: record) either side carries, and the links' queue limit.
+    fn frame_limits(&self) -> (usize, usize) {
+        if self.vnet {
+            let bytes = transports::vnet::VNET_HDR_LEN + transports::vnet::MAX_GSO_FRAME;
+            (bytes, forward::tx_limit_bytes(bytes).min(8 << 20))
+        } else {
+            (self.frame_bytes, self.tx_limit_bytes)
+        }
     }
 }
 

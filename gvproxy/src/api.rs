@@ -141,12 +141,17 @@ impl Backend for GvBackend {
         self.forwarder.unexpose(&forward)
     }
 
-    fn connect(&self, socket: OwnedFd, leftover: Vec<u8>) {
-        let mut link = Link::new(
+    fn connect(&self, socket: OwnedFd, leftover: Vec<u8>, vnet: bool) {
+        let io = if vnet {
+            LinkIo::VnetStream(socket)
+        } else {
             LinkIo::Stream {
                 read: socket,
                 write: None,
-            },
+            }
+        };
+        let mut link = Link::new(
+            io,
             Framing::LenU16Le,
             usize::from(self.mtu) + 14,
             TX_LIMIT_BYTES,
@@ -154,7 +159,7 @@ impl Backend for GvBackend {
         link.prefill(&leftover);
         self.handle.add_link(NewLink {
             link,
-            name: "/connect".into(),
+            name: if vnet { "/connect-vnet" } else { "/connect" }.into(),
             fatal_on_close: false,
             on_close: None,
         });

@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use transports::http::{read_request_head, RequestHead};
+use transports::http::{read_request_head, RequestHead, VNET_CONNECT_OK, VNET_CONNECT_PATH};
 
 /// How long a client may take to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,7 +97,8 @@ pub trait Backend: Send + Sync {
     fn expose(&self, forward: Forward) -> Result<(), ApiError>;
     fn unexpose(&self, forward: Forward) -> Result<(), ApiError>;
     /// `/connect`: the socket becomes a VM link; `leftover` are bytes read past the head.
-    fn connect(&self, socket: OwnedFd, leftover: Vec<u8>);
+    /// `vnet`: `/connect-vnet`, records of virtio-net header + frame (`200 OK` was written).
+    fn connect(&self, socket: OwnedFd, leftover: Vec<u8>, vnet: bool);
     /// `/tunnel`: `OK` was written; the socket becomes a raw stream to ip:port in the
     /// virtual network; `leftover` goes first.
     fn tunnel(&self, socket: OwnedFd, leftover: Vec<u8>, ip: Ipv4Addr, port: u16);
@@ -149,7 +150,7 @@ pub fn serve_connection<S: ApiSocket>(mut sock: S, endpoint: Endpoint, backend: 
     let path = if path.is_empty() { "/" } else { path };
     let allowed = match endpoint {
         Endpoint::Listen => true,
-        Endpoint::Services => path != "/connect",
+        Endpoint::Services => path != "/connect" && path != VNET_CONNECT_PATH,
         Endpoint::InVm { .. } => path.starts_with("/services/forwarder/"),
     };
     if !allowed {
@@ -159,7 +160,17 @@ pub fn serve_connection<S: ApiSocket>(mut sock: S, endpoint: Endpoint, backend: 
     match path {
         "/connect" => {
             let _ = sock.set_timeout(None);
-            backend.connect(sock.into_fd(), leftover);
+            backend.connect(sock.into_fd(), leftover, false);
+        }
+        VNET_CONNECT_PATH => {
+            if sock
+                .write_all(VNET_CONNECT_OK)
+                .and_then(|()| sock.flush())
+                .is_ok()
+            {
+                let _ = sock.set_timeout(None);
+                backend.connect(sock.into_fd(), leftover, true);
+            }
         }
         "/tunnel" => match tunnel_target(&head.query) {
             Ok((ip, port)) => {
@@ -422,6 +433,7 @@ mod tests {
     struct Fake {
         exposed: Mutex<Vec<Forward>>,
         connected: Mutex<Vec<Vec<u8>>>,
+        vnet: Mutex<Vec<bool>>,
         tunnels: Mutex<Vec<(Ipv4Addr, u16, Vec<u8>)>>,
     }
 
@@ -467,8 +479,9 @@ mod tests {
             }
             Ok(())
         }
-        fn connect(&self, _socket: OwnedFd, leftover: Vec<u8>) {
+        fn connect(&self, _socket: OwnedFd, leftover: Vec<u8>, vnet: bool) {
             self.connected.lock().unwrap().push(leftover);
+            self.vnet.lock().unwrap().push(vnet);
         }
         fn tunnel(&self, _socket: OwnedFd, leftover: Vec<u8>, ip: Ipv4Addr, port: u16) {
             self.tunnels.lock().unwrap().push((ip, port, leftover));
@@ -618,6 +631,21 @@ mod tests {
         let r = call(&f, Endpoint::Listen, &req);
         assert_eq!(r, "", "/connect must answer nothing");
         assert_eq!(f.connected.lock().unwrap()[0], [4, 0, 1, 2, 3, 4]);
+        // Our extension answers 200 first; -services has neither.
+        let r = call(
+            &f,
+            Endpoint::Listen,
+            b"POST /connect-vnet HTTP/1.1\r\n\r\n\x00\x00",
+        );
+        assert_eq!(r.as_bytes(), transports::http::VNET_CONNECT_OK);
+        assert_eq!(f.connected.lock().unwrap()[1], [0, 0]);
+        assert_eq!(*f.vnet.lock().unwrap(), [false, true]);
+        let r = call(
+            &f,
+            Endpoint::Services,
+            b"POST /connect-vnet HTTP/1.1\r\n\r\n",
+        );
+        assert!(r.starts_with("HTTP/1.1 404"), "{r}");
         let r = call(
             &f,
             Endpoint::Services,

@@ -5,6 +5,7 @@
 //! ```text
 //!  gvforwarder ──unix──▶ Relay (listen path)          ──unix──▶ gvproxy API socket
 //!     POST /connect ............ head copied as is ..............▶
+//!     (any other request, e.g. POST /connect-vnet: 404, as upstream gvproxy answers)
 //!     u16-LE frames ─▶ [parse ─ drop? dup? hold? ─ write] ───────▶   (guest_to_host)
 //!                   ◀─ [write ─ drop? dup? hold? ─ parse] ◀───────   (host_to_guest)
 //! ```
@@ -197,7 +198,9 @@ struct Shared {
     cfg: FaultConfig,
     upstream: PathBuf,
     stop: AtomicBool,
+    /// Connections relayed (a refused `/connect-vnet` is not one).
     connections: AtomicU64,
+    accepted: AtomicU64,
     guest_to_host: Counters,
     host_to_guest: Counters,
     /// Sockets to shut down on drop, and the pump threads to join.
@@ -235,6 +238,7 @@ impl Relay {
             upstream: upstream.to_path_buf(),
             stop: AtomicBool::new(false),
             connections: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
             guest_to_host: Counters::default(),
             host_to_guest: Counters::default(),
             open: Mutex::new(Vec::new()),
@@ -302,7 +306,7 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) {
                 return;
             }
         };
-        let n = shared.connections.fetch_add(1, Ordering::Relaxed);
+        let n = shared.accepted.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = start_connection(client, n, shared) {
             eprintln!("relay: connection {n}: {e}");
         }
@@ -334,6 +338,15 @@ fn start_connection(mut client: UnixStream, n: u64, shared: &Arc<Shared>) -> io:
         head.extend_from_slice(&buf[..got]);
     };
     client.set_read_timeout(None)?;
+    if !head.starts_with(b"POST /connect ") {
+        // As upstream gvproxy answers any other path (`/connect-vnet` included): the
+        // client falls back to `/connect` and plain frames, which this relay understands.
+        client.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 19\r\n\r\n404 page not found\n",
+        )?;
+        return Ok(());
+    }
+    shared.connections.fetch_add(1, Ordering::Relaxed);
     let leftover = head.split_off(end);
     let mut upstream = UnixStream::connect(&shared.upstream)?;
     upstream.write_all(&head)?;

@@ -635,6 +635,8 @@ fn bulk_1gib(mtu: u32, tap: bool) {
     );
     if tap {
         assert_tso_used(&g);
+    } else {
+        assert_vnet_connect_used(&g);
     }
     g.gv.assert_running();
     let peak = g.gv.peak_rss_bytes();
@@ -669,6 +671,66 @@ fn bulk_1gib_each_way_mtu1500_listen_tap() {
 #[test]
 fn bulk_1gib_each_way_mtu65520_listen_tap() {
     bulk_1gib(65520, true);
+}
+
+/// gvforwarder asks for `/connect-vnet` first; a gvproxy that answers 404 (upstream, here
+/// the relay, which answers as upstream does) gets plain `/connect` and plain frames: the
+/// TAP is reopened without the virtio-net header and its offloads are switched off, so no
+/// frame above the MTU crosses the link. 64 MiB each way, sha256-equal.
+#[test]
+fn gvforwarder_falls_back_to_plain_connect() {
+    let label = "fallback";
+    let src = DataFile::create(label, 64 * MIB);
+    let mut g = NatGuest::start(
+        label,
+        Opts {
+            shards: None,
+            mtu: 1500,
+            faults: Some(FaultConfig::new(seed_from_env(), 0.0, 0.0, 0.0)),
+            tap: false,
+        },
+    );
+    let close_errors = transfer_both_ways(&g, &src, BULK_TIMEOUT, "64 MiB after the fallback");
+    let stats = g.stats();
+    let link = &stats["links"][0];
+    assert_eq!(link["name"], "/connect", "{link}");
+    let (frames, bytes) = (
+        link["rx_frames"].as_u64().unwrap(),
+        link["rx_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        frames > 40_000 && bytes / frames <= 1514,
+        "frames from the guest: {link}"
+    );
+    let log = g.fwd.as_mut().unwrap().log();
+    assert!(
+        log.contains("/connect-vnet") && log.contains("plain /connect"),
+        "gvforwarder did not try /connect-vnet, then fall back:\n{log}"
+    );
+    assert!(close_errors.is_empty(), "{close_errors:?}");
+}
+
+/// With our gvproxy, gvforwarder's link is `/connect-vnet`: TSO segments from the guest
+/// and merged segments to it cross the link (checked after the 1 GiB transfers).
+fn assert_vnet_connect_used(g: &NatGuest) {
+    let stats = g.stats();
+    let link = &stats["links"][0];
+    println!("gvforwarder link counters: {link}");
+    assert_eq!(link["name"], "/connect-vnet", "{link}");
+    if g.mtu == 1500 {
+        let (frames, bytes) = (
+            link["rx_frames"].as_u64().unwrap(),
+            link["rx_bytes"].as_u64().unwrap(),
+        );
+        assert!(
+            bytes / frames.max(1) > 3000,
+            "no TSO from the guest: {link}"
+        );
+        assert!(
+            link["tx_gso_writes"].as_u64().unwrap() > 1000,
+            "no merged segments to the guest: {link}"
+        );
+    }
 }
 
 /// At MTU 1500 the TAP's offloads must have been used both ways: frames from the guest

@@ -168,6 +168,15 @@ impl StreamDecoder {
     /// Next whole frame, or `None` if more bytes are needed. Frames shorter than [`MIN_FRAME`]
     /// are skipped and counted; a prefix above [`MAX_STREAM_FRAME`] is an error (and stays one).
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FramingError> {
+        Ok(self.next_range()?.map(|(s, e)| &self.buf[s..e]))
+    }
+
+    /// [`StreamDecoder::next_frame`], writable in place (a checksum to complete).
+    pub fn next_frame_mut(&mut self) -> Result<Option<&mut [u8]>, FramingError> {
+        Ok(self.next_range()?.map(|(s, e)| &mut self.buf[s..e]))
+    }
+
+    fn next_range(&mut self) -> Result<Option<(usize, usize)>, FramingError> {
         if self.framing == Framing::Message {
             if self.start == self.end {
                 return Ok(None);
@@ -178,7 +187,7 @@ impl StreamDecoder {
                 self.runts += 1;
                 return Ok(None);
             }
-            return Ok(Some(&self.buf[s..e]));
+            return Ok(Some((s, e)));
         }
         let hlen = self.framing.header_len();
         loop {
@@ -200,7 +209,7 @@ impl StreamDecoder {
                 self.runts += 1;
                 continue;
             }
-            return Ok(Some(&self.buf[s..e]));
+            return Ok(Some((s, e)));
         }
     }
 

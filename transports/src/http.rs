@@ -146,9 +146,36 @@ fn split_target(target: &str) -> io::Result<(String, String)> {
     Ok((path.to_string(), query.to_string()))
 }
 
+/// Our extension of `/connect`: frames travel as records of a virtio-net header and the
+/// frame behind a u32 big-endian length, so TSO segments cross the link. gvproxy answers
+/// `200 OK` ([`VNET_CONNECT_OK`]) before the records; upstream answers 404, and the client
+/// falls back to `/connect`.
+pub const VNET_CONNECT_PATH: &str = "/connect-vnet";
+pub const VNET_CONNECT_OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+/// Reads an HTTP response head (client side of `/connect-vnet`): the status code and every
+/// byte read after the head.
+pub fn read_response_head(r: &mut impl Read, max_head: usize) -> io::Result<(u16, Vec<u8>)> {
+    let (head, leftover) = read_head(r, max_head)?;
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let status = match (parts.next(), parts.next()) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/") => code.parse::<u16>().ok(),
+        _ => None,
+    };
+    let status = status.ok_or_else(|| invalid(&format!("bad status line {line:?}")))?;
+    Ok((status, leftover))
+}
+
 /// Reads from a blocking stream until `\r\n\r\n` (within `max_head` bytes, else InvalidData).
 /// Returns the head and every byte read after it (frames may follow at once).
 pub fn read_request_head(r: &mut impl Read, max_head: usize) -> io::Result<(RequestHead, Vec<u8>)> {
+    let (head, leftover) = read_head(r, max_head)?;
+    Ok((RequestHead::parse(&head)?, leftover))
+}
+
+fn read_head(r: &mut impl Read, max_head: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
     let mut buf: Vec<u8> = Vec::with_capacity(max_head.min(64 * 1024) + 4096);
     let mut chunk = [0u8; 4096];
     let mut scanned: usize = 0;
@@ -157,7 +184,7 @@ pub fn read_request_head(r: &mut impl Read, max_head: usize) -> io::Result<(Requ
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    "connection closed before the end of the HTTP request head",
+                    "connection closed before the end of the HTTP head",
                 ))
             }
             Ok(n) => n,
@@ -171,18 +198,15 @@ pub fn read_request_head(r: &mut impl Read, max_head: usize) -> io::Result<(Requ
             if end > max_head {
                 break;
             }
-            let head = RequestHead::parse(&buf[..end])?;
             let leftover = buf.split_off(end);
-            return Ok((head, leftover));
+            return Ok((buf, leftover));
         }
         scanned = buf.len();
         if scanned >= max_head {
             break;
         }
     }
-    Err(invalid(&format!(
-        "request head longer than {max_head} bytes"
-    )))
+    Err(invalid(&format!("HTTP head longer than {max_head} bytes")))
 }
 
 fn find_crlfcrlf(b: &[u8]) -> Option<usize> {
@@ -192,6 +216,20 @@ fn find_crlfcrlf(b: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_heads() {
+        let mut r: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n\x00\x00\x00\x10rest";
+        let (status, left) = read_response_head(&mut r, 4096).unwrap();
+        assert_eq!((status, &left[..]), (200, &b"\x00\x00\x00\x10rest"[..]));
+        let mut r: &[u8] =
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 19\r\n\r\n404 page not found\n";
+        assert_eq!(read_response_head(&mut r, 4096).unwrap().0, 404);
+        let mut r: &[u8] = b"SSH-2.0\r\n\r\n";
+        assert!(read_response_head(&mut r, 4096).is_err());
+        let mut r: &[u8] = VNET_CONNECT_OK;
+        assert_eq!(read_response_head(&mut r, 4096).unwrap(), (200, vec![]));
+    }
     use crate::framing::{encode_frame, Framing};
 
     /// A reader that hands out at most `step` bytes per read, with an EINTR in between.

@@ -26,6 +26,8 @@ use crate::vnet::{self, VnetHdr, VNET_HDR_LEN};
 
 /// Receive buffer of a stream link: many frames per `read()`.
 const STREAM_RX_BYTES: usize = 256 * 1024;
+/// Records a vnet stream encodes before one send().
+const VNET_OUT_BYTES: usize = 256 * 1024;
 /// Receive area of a message link, split into `MAX_BATCH`-at-most slots of one frame each.
 const MESSAGE_RX_BYTES: usize = 256 * 1024;
 
@@ -46,6 +48,10 @@ pub enum LinkIo {
     /// segments with partial checksums (completed here); runs of TCP segments out are
     /// written as one TSO segment.
     VnetTap(OwnedFd),
+    /// A stream socket carrying records of virtio-net header + frame, each behind a u32
+    /// big-endian length (`POST /connect-vnet`): a vnet TAP at the other end, relayed.
+    /// Same offloads as `VnetTap`.
+    VnetStream(OwnedFd),
 }
 
 /// Per-link counters (frames and bytes count only frame bytes, not length prefixes).
@@ -143,6 +149,14 @@ enum Io {
         fd: OwnedFd,
         peer: Result<socket2::SockAddr, String>,
         rx: MessageRx,
+    },
+    VnetStream {
+        fd: OwnedFd,
+        decoder: StreamDecoder,
+        /// Records being written, from `out_off`.
+        out: Vec<u8>,
+        out_off: usize,
+        hdr: Vec<u8>,
     },
     VnetTap {
         fd: OwnedFd,
@@ -266,6 +280,7 @@ impl fmt::Debug for Link {
             Io::Packet { .. } => "packet",
             Io::Datagram { .. } => "datagram",
             Io::VnetTap { .. } => "vnet tap",
+            Io::VnetStream { .. } => "vnet stream",
         };
         f.debug_struct("Link")
             .field("kind", &kind)
@@ -322,6 +337,16 @@ impl Link {
                     rx: MessageRx::new(mtu_hint, true),
                 }
             }
+            LinkIo::VnetStream(fd) => {
+                nonblock(&fd);
+                Io::VnetStream {
+                    fd,
+                    decoder: StreamDecoder::new(Framing::Qemu, STREAM_RX_BYTES),
+                    out: Vec::with_capacity(VNET_OUT_BYTES + vnet::MAX_GSO_FRAME + 64),
+                    out_off: 0,
+                    hdr: Vec::with_capacity(256),
+                }
+            }
             LinkIo::VnetTap(fd) => {
                 nonblock(&fd);
                 Io::VnetTap {
@@ -346,9 +371,10 @@ impl Link {
     pub fn read_fd(&self) -> RawFd {
         match &self.io {
             Io::Stream { read, .. } => read.as_raw_fd(),
-            Io::Packet { fd, .. } | Io::Datagram { fd, .. } | Io::VnetTap { fd, .. } => {
-                fd.as_raw_fd()
-            }
+            Io::Packet { fd, .. }
+            | Io::Datagram { fd, .. }
+            | Io::VnetTap { fd, .. }
+            | Io::VnetStream { fd, .. } => fd.as_raw_fd(),
         }
     }
 
@@ -359,16 +385,17 @@ impl Link {
                 read, write: None, ..
             } => read.as_raw_fd(),
             Io::Stream { write: Some(w), .. } => w.as_raw_fd(),
-            Io::Packet { fd, .. } | Io::Datagram { fd, .. } | Io::VnetTap { fd, .. } => {
-                fd.as_raw_fd()
-            }
+            Io::Packet { fd, .. }
+            | Io::Datagram { fd, .. }
+            | Io::VnetTap { fd, .. }
+            | Io::VnetStream { fd, .. } => fd.as_raw_fd(),
         }
     }
 
     /// Bytes that arrived before the link (leftover after a `/connect` head). Streams only;
     /// ignored on message transports.
     pub fn prefill(&mut self, bytes: &[u8]) {
-        if let Io::Stream { decoder, .. } = &mut self.io {
+        if let Io::Stream { decoder, .. } | Io::VnetStream { decoder, .. } = &mut self.io {
             decoder.prefill(bytes);
         }
     }
@@ -398,6 +425,13 @@ impl Link {
             },
             Io::Datagram { fd, rx, .. } => read_batched(fd.as_fd(), rx, false, budget, c, on_frame),
             Io::VnetTap { fd, rx, .. } => read_vnet(fd.as_fd(), rx, budget, c, on_frame),
+            Io::VnetStream { fd, decoder, .. } => {
+                let r = read_vnet_stream(fd.as_fd(), decoder, budget, c, on_frame);
+                let runts = decoder.runts();
+                c.rx_runts += runts - self.runts_seen;
+                self.runts_seen = runts;
+                r
+            }
         };
         status
     }
@@ -411,7 +445,7 @@ impl Link {
         } else {
             Framing::Message
         };
-        let max = if matches!(self.io, Io::VnetTap { .. }) {
+        let max = if matches!(self.io, Io::VnetTap { .. } | Io::VnetStream { .. }) {
             vnet::MAX_GSO_FRAME
         } else {
             framing.max_frame()
@@ -461,6 +495,20 @@ impl Link {
                 FdKind::Other => flush_each(fd.as_fd(), &mut self.tx, &mut self.counters),
                 _ => flush_batched(fd.as_fd(), None, &mut self.tx, &mut self.counters),
             },
+            Io::VnetStream {
+                fd,
+                out,
+                out_off,
+                hdr,
+                ..
+            } => flush_vnet_stream(
+                fd.as_fd(),
+                out,
+                out_off,
+                hdr,
+                &mut self.tx,
+                &mut self.counters,
+            ),
             Io::VnetTap { fd, hdr, gso, .. } => {
                 flush_vnet(fd.as_fd(), hdr, gso, &mut self.tx, &mut self.counters)
             }
@@ -478,12 +526,20 @@ impl Link {
 
     /// Frames (or bytes of them) are waiting to be written.
     pub fn has_pending(&self) -> bool {
-        !self.tx.is_empty()
+        !self.tx.is_empty() || self.out_pending() > 0
+    }
+
+    /// Encoded bytes not yet written (vnet stream).
+    fn out_pending(&self) -> usize {
+        match &self.io {
+            Io::VnetStream { out, out_off, .. } => out.len() - out_off,
+            _ => 0,
+        }
     }
 
     /// Outgoing bytes queued (including length prefixes on streams).
     pub fn pending_bytes(&self) -> usize {
-        self.tx.queued_bytes()
+        self.tx.queued_bytes() + self.out_pending()
     }
 
     pub fn counters(&self) -> LinkCounters {
@@ -796,4 +852,128 @@ fn flush_vnet(
         }
     }
     Ok(true)
+}
+
+/// Records from a vnet stream: strip the virtio-net header, complete a partial checksum.
+fn read_vnet_stream(
+    fd: BorrowedFd<'_>,
+    decoder: &mut StreamDecoder,
+    budget: usize,
+    c: &mut LinkCounters,
+    on_frame: &mut dyn FnMut(&[u8]),
+) -> Result<ReadStatus, LinkError> {
+    let mut delivered = 0;
+    loop {
+        while delivered < budget {
+            let Some(record) = decoder.next_frame_mut()? else {
+                break;
+            };
+            if let Some(frame) = vnet_record(record, c) {
+                deliver(c, on_frame, frame);
+                delivered += 1;
+            }
+        }
+        if delivered >= budget {
+            return Ok(ReadStatus::Budget);
+        }
+        let spare = decoder.spare();
+        if spare.is_empty() {
+            return Err(LinkError::Io(io::Error::other(
+                "stream receive buffer full",
+            )));
+        }
+        match nix::unistd::read(fd, spare) {
+            Ok(0) => return Ok(ReadStatus::Closed),
+            Ok(n) => decoder.commit(n),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(ReadStatus::WouldBlock),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The frame of one record (virtio-net header + frame), its checksum completed; None (and
+/// counted) if the record is malformed.
+fn vnet_record<'a>(record: &'a mut [u8], c: &mut LinkCounters) -> Option<&'a [u8]> {
+    if record.len() < VNET_HDR_LEN + MIN_FRAME {
+        c.rx_runts += 1;
+        return None;
+    }
+    let (head, frame) = record.split_at_mut(VNET_HDR_LEN);
+    let h = VnetHdr::parse(head)?;
+    if h.flags & vnet::F_NEEDS_CSUM != 0
+        && !vnet::complete_checksum(frame, usize::from(h.csum_start), usize::from(h.csum_offset))
+    {
+        c.rx_malformed += 1;
+        return None;
+    }
+    Some(frame)
+}
+
+/// Encodes queued frames as records (runs of one TCP flow merged, as on a vnet TAP) into
+/// `out`, up to about 256 KiB at a time, and sends them.
+fn flush_vnet_stream(
+    fd: BorrowedFd<'_>,
+    out: &mut Vec<u8>,
+    out_off: &mut usize,
+    hdr: &mut Vec<u8>,
+    tx: &mut TxQueue,
+    c: &mut LinkCounters,
+) -> Result<bool, LinkError> {
+    const PLAIN: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+    loop {
+        if *out_off == out.len() {
+            out.clear();
+            *out_off = 0;
+            if tx.is_empty() {
+                return Ok(true);
+            }
+            while !tx.is_empty() && out.len() < VNET_OUT_BYTES {
+                let count = vnet::plan_gso(tx.frames()).max(1);
+                let len_at = out.len();
+                out.extend_from_slice(&[0; 4]);
+                if count > 1 {
+                    let mut frames = tx.frames().take(count);
+                    let head = frames.next().unwrap_or(&[]);
+                    let Some(seg) = vnet::tcp_seg(head) else {
+                        return Err(LinkError::Io(io::Error::other("gso plan without a head")));
+                    };
+                    let mut payload = seg.payload;
+                    let mut last = head;
+                    for f in frames {
+                        payload += f.len().saturating_sub(seg.hdr_len);
+                        last = f;
+                    }
+                    let Some(vh) = vnet::gso_header(head, payload, vnet::tcp_flags(last), hdr)
+                    else {
+                        return Err(LinkError::Io(io::Error::other("gso header")));
+                    };
+                    out.extend_from_slice(&vh.emit());
+                    out.extend_from_slice(hdr);
+                    for f in tx.frames().take(count) {
+                        out.extend_from_slice(f.get(seg.hdr_len..).unwrap_or(&[]));
+                    }
+                    c.tx_gso_writes += 1;
+                } else if let Some(f) = tx.frames().next() {
+                    out.extend_from_slice(&PLAIN);
+                    out.extend_from_slice(f);
+                }
+                let rec = u32::try_from(out.len() - len_at - 4).unwrap_or(u32::MAX);
+                out[len_at..len_at + 4].copy_from_slice(&rec.to_be_bytes());
+                tx.advance_frames(count);
+            }
+        }
+        let pending = &out[*out_off..];
+        match send(
+            fd.as_raw_fd(),
+            pending,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => return Err(LinkError::Io(io::Error::from(io::ErrorKind::WriteZero))),
+            Ok(n) => *out_off += n.min(pending.len()),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

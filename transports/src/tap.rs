@@ -107,7 +107,11 @@ pub fn open_with(name: &str, vnet_hdr: bool) -> io::Result<(String, OwnedFd)> {
 /// (`TUNSETOFFLOAD` with `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`). Only for a queue opened
 /// with `IFF_VNET_HDR`, whose reader completes checksums ([`crate::vnet`]).
 pub fn enable_offload(fd: &OwnedFd) -> io::Result<()> {
-    let flags = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+    set_offload(fd, libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6)
+}
+
+/// `TUNSETOFFLOAD` with `flags` (0: none; the kernel then segments and checksums itself).
+pub fn set_offload(fd: &OwnedFd, flags: libc::c_uint) -> io::Result<()> {
     let flags = libc::c_int::try_from(flags).map_err(|_| io::Error::other("offload flags"))?;
     // SAFETY: TUNSETOFFLOAD takes an int by value on an open tun fd; no memory is passed.
     unsafe { tun_set_offload(fd.as_raw_fd(), flags) }
