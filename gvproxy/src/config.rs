@@ -50,7 +50,7 @@ pub const SPECS: &[Spec] = &[
     Spec::value(
         "shards",
         "0",
-        "NAT event loops (threads) for guest flows; 0 = one per available core",
+        "NAT event loops (threads, the first one shared with the switch) for guest flows; 0 = half the available cores, at least one",
     ),
     Spec::bool(
         "ec2-metadata-access",
@@ -272,11 +272,13 @@ fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
     if shards > MAX_SHARDS {
         return Err(err(
             "shards",
-            format!("{shards} is out of range (0..={MAX_SHARDS}; 0 = one per core)"),
+            format!("{shards} is out of range (0..={MAX_SHARDS}; 0 = half the cores)"),
         ));
     }
     let shards = if shards == 0 {
-        std::thread::available_parallelism().map_or(1, usize::from)
+        // The other half is the VMs' own: on 2 cores one thread does everything, and a
+        // flow never waits for a thread hop (perf: 18 vs 12 Gbit/s host->guest at 65520).
+        (std::thread::available_parallelism().map_or(1, usize::from) / 2).max(1)
     } else {
         shards
     };
