@@ -410,7 +410,7 @@ impl Link {
         let c = &mut self.counters;
         let status = match &mut self.io {
             Io::Stream { read, decoder, .. } => {
-                let r = read_stream(read.as_fd(), decoder, budget, c, on_frame);
+                let r = read_stream(read.as_fd(), decoder, false, budget, c, on_frame);
                 let runts = decoder.runts();
                 c.rx_runts += runts - self.runts_seen;
                 self.runts_seen = runts;
@@ -426,7 +426,7 @@ impl Link {
             Io::Datagram { fd, rx, .. } => read_batched(fd.as_fd(), rx, false, budget, c, on_frame),
             Io::VnetTap { fd, rx, .. } => read_vnet(fd.as_fd(), rx, budget, c, on_frame),
             Io::VnetStream { fd, decoder, .. } => {
-                let r = read_vnet_stream(fd.as_fd(), decoder, budget, c, on_frame);
+                let r = read_stream(fd.as_fd(), decoder, true, budget, c, on_frame);
                 let runts = decoder.runts();
                 c.rx_runts += runts - self.runts_seen;
                 self.runts_seen = runts;
@@ -558,9 +558,12 @@ fn deliver(c: &mut LinkCounters, on_frame: &mut dyn FnMut(&[u8]), frame: &[u8]) 
     on_frame(frame);
 }
 
+/// Reads a length-prefixed stream. `vnet`: each record is a virtio-net header and a frame
+/// (`/connect-vnet`), see [`vnet_record`].
 fn read_stream(
     fd: BorrowedFd<'_>,
     decoder: &mut StreamDecoder,
+    vnet: bool,
     budget: usize,
     c: &mut LinkCounters,
     on_frame: &mut dyn FnMut(&[u8]),
@@ -568,12 +571,20 @@ fn read_stream(
     let mut delivered = 0;
     loop {
         while delivered < budget {
-            match decoder.next_frame()? {
-                Some(frame) => {
-                    deliver(c, on_frame, frame);
-                    delivered += 1;
+            let frame = if vnet {
+                match decoder.next_frame_mut()? {
+                    Some(record) => vnet_record(record, c),
+                    None => break,
                 }
-                None => break,
+            } else {
+                match decoder.next_frame()? {
+                    Some(frame) => Some(frame),
+                    None => break,
+                }
+            };
+            if let Some(frame) = frame {
+                deliver(c, on_frame, frame);
+                delivered += 1;
             }
         }
         if delivered >= budget {
@@ -805,25 +816,12 @@ fn flush_vnet(
         let mut iov = [io::IoSlice::new(&[]); vnet::MAX_GSO_SEGS + 2];
         let mut n_iov = 0;
         if count > 1 {
-            let mut frames = tx.frames().take(count);
-            let head = frames.next().unwrap_or(&[]);
-            let Some(seg) = vnet::tcp_seg(head) else {
-                return Err(LinkError::Io(io::Error::other("gso plan without a head")));
-            };
-            let mut payload = seg.payload;
-            let mut last = head;
-            for f in frames {
-                payload += f.len().saturating_sub(seg.hdr_len);
-                last = f;
-            }
-            match vnet::gso_header(head, payload, vnet::tcp_flags(last), hdr) {
-                Some(h) => vh = h.emit(),
-                None => return Err(LinkError::Io(io::Error::other("gso header"))),
-            }
+            let (h, hdr_len) = merged_header(tx, count, hdr)?;
+            vh = h.emit();
             iov[1] = io::IoSlice::new(hdr);
             n_iov = 2;
             for f in tx.frames().take(count) {
-                iov[n_iov] = io::IoSlice::new(f.get(seg.hdr_len..).unwrap_or(&[]));
+                iov[n_iov] = io::IoSlice::new(f.get(hdr_len..).unwrap_or(&[]));
                 n_iov += 1;
             }
         } else if let Some(f) = tx.frames().next() {
@@ -852,44 +850,6 @@ fn flush_vnet(
         }
     }
     Ok(true)
-}
-
-/// Records from a vnet stream: strip the virtio-net header, complete a partial checksum.
-fn read_vnet_stream(
-    fd: BorrowedFd<'_>,
-    decoder: &mut StreamDecoder,
-    budget: usize,
-    c: &mut LinkCounters,
-    on_frame: &mut dyn FnMut(&[u8]),
-) -> Result<ReadStatus, LinkError> {
-    let mut delivered = 0;
-    loop {
-        while delivered < budget {
-            let Some(record) = decoder.next_frame_mut()? else {
-                break;
-            };
-            if let Some(frame) = vnet_record(record, c) {
-                deliver(c, on_frame, frame);
-                delivered += 1;
-            }
-        }
-        if delivered >= budget {
-            return Ok(ReadStatus::Budget);
-        }
-        let spare = decoder.spare();
-        if spare.is_empty() {
-            return Err(LinkError::Io(io::Error::other(
-                "stream receive buffer full",
-            )));
-        }
-        match nix::unistd::read(fd, spare) {
-            Ok(0) => return Ok(ReadStatus::Closed),
-            Ok(n) => decoder.commit(n),
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => return Ok(ReadStatus::WouldBlock),
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// The frame of one record (virtio-net header + frame), its checksum completed; None (and
@@ -933,25 +893,11 @@ fn flush_vnet_stream(
                 let len_at = out.len();
                 out.extend_from_slice(&[0; 4]);
                 if count > 1 {
-                    let mut frames = tx.frames().take(count);
-                    let head = frames.next().unwrap_or(&[]);
-                    let Some(seg) = vnet::tcp_seg(head) else {
-                        return Err(LinkError::Io(io::Error::other("gso plan without a head")));
-                    };
-                    let mut payload = seg.payload;
-                    let mut last = head;
-                    for f in frames {
-                        payload += f.len().saturating_sub(seg.hdr_len);
-                        last = f;
-                    }
-                    let Some(vh) = vnet::gso_header(head, payload, vnet::tcp_flags(last), hdr)
-                    else {
-                        return Err(LinkError::Io(io::Error::other("gso header")));
-                    };
+                    let (vh, hdr_len) = merged_header(tx, count, hdr)?;
                     out.extend_from_slice(&vh.emit());
                     out.extend_from_slice(hdr);
                     for f in tx.frames().take(count) {
-                        out.extend_from_slice(f.get(seg.hdr_len..).unwrap_or(&[]));
+                        out.extend_from_slice(f.get(hdr_len..).unwrap_or(&[]));
                     }
                     c.tx_gso_writes += 1;
                 } else if let Some(f) = tx.frames().next() {
@@ -976,4 +922,27 @@ fn flush_vnet_stream(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The headers (into `hdr`) and virtio-net header of the first `count` queued frames merged
+/// as one TSO segment ([`vnet::plan_gso`] chose them), and the header length of each frame.
+fn merged_header(
+    tx: &TxQueue,
+    count: usize,
+    hdr: &mut Vec<u8>,
+) -> Result<(VnetHdr, usize), LinkError> {
+    let mut frames = tx.frames().take(count);
+    let head = frames.next().unwrap_or(&[]);
+    let Some(seg) = vnet::tcp_seg(head) else {
+        return Err(LinkError::Io(io::Error::other("gso plan without a head")));
+    };
+    let mut payload = seg.payload;
+    let mut last = head;
+    for f in frames {
+        payload += f.len().saturating_sub(seg.hdr_len);
+        last = f;
+    }
+    vnet::gso_header(head, payload, vnet::tcp_flags(last), hdr)
+        .map(|h| (h, seg.hdr_len))
+        .ok_or_else(|| LinkError::Io(io::Error::other("gso header")))
 }
