@@ -48,6 +48,7 @@ use std::net::Ipv4Addr;
 use switch::pcap::PcapTap;
 use switch::{Decision, Learned, PortId, Switch};
 use transports::link::{Link, LinkError, ReadStatus};
+use transports::vnet::PartialCsum;
 
 /// Frames read from one link before the loop looks at the others.
 const READ_BUDGET: usize = 256;
@@ -274,6 +275,8 @@ pub struct NetLoop {
     shards: Vec<ShardHandle>,
     /// Shard 0 runs in this thread: its flows cross no thread boundary.
     inline: InlineShard,
+    /// Where a frame with a partial checksum is finished before it goes to another link.
+    csum_scratch: Vec<u8>,
     hasher: FlowHasher,
     /// Guest frames being collected for each shard this turn.
     shard_in: Vec<FrameBatch>,
@@ -355,6 +358,7 @@ impl NetLoop {
             unrouted: DropCounters::default(),
             shards: handles.clone(),
             inline,
+            csum_scratch: Vec::new(),
             hasher,
             shard_in: (0..n).map(|_| FrameBatch::new()).collect(),
             shard_in_flight: vec![0; n],
@@ -520,10 +524,10 @@ impl NetLoop {
             return;
         };
         let result = {
-            let mut on_frame = |frame: &[u8]| {
-                self.route(port, frame, now);
+            let mut on_frame = |frame: &[u8], partial: Option<PartialCsum>| {
+                self.route(port, frame, partial, now);
             };
-            p.link.read_frames(READ_BUDGET, &mut on_frame)
+            p.link.read_frames_partial(READ_BUDGET, &mut on_frame)
         };
         let close = match result {
             Ok(ReadStatus::WouldBlock) => None,
@@ -548,8 +552,15 @@ impl NetLoop {
         }
     }
 
-    /// Switches one frame that entered on `port`.
-    fn route(&mut self, port: PortId, frame: &[u8], now: Instant) -> Decision {
+    /// Switches one frame that entered on `port`; `partial`: its TCP/UDP checksum is still
+    /// to be finished (virtio-net offload), which only another link needs.
+    fn route(
+        &mut self,
+        port: PortId,
+        frame: &[u8],
+        partial: Option<PartialCsum>,
+        now: Instant,
+    ) -> Decision {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return Decision::Filter;
         };
@@ -575,11 +586,11 @@ impl NetLoop {
             Learned::Known | Learned::Ignored => {}
         }
         match decision {
-            Decision::Unicast(to) => self.deliver(to, frame),
+            Decision::Unicast(to) => self.deliver(to, frame, partial),
             Decision::Flood => {
                 for to in 0..self.links.len().max(self.gateway_port + 1) {
                     if to != port && self.switch.is_open(to) {
-                        self.deliver(to, frame);
+                        self.deliver(to, frame, partial);
                     }
                 }
             }
@@ -588,13 +599,18 @@ impl NetLoop {
         decision
     }
 
-    /// Adds a guest frame to the batch of the shard that owns its flow.
+    /// Hands a guest frame to the shard that owns its flow: the inline shard 0 takes it
+    /// at once, the others get it in a batch.
     fn dispatch_to_shard(&mut self, frame: &[u8]) {
         let Some(key) = FlowKey::of_frame(frame) else {
             self.unrouted.count(DropReason::NoRoute);
             return;
         };
         let k = self.hasher.shard_of(&key, self.shards.len());
+        if k == 0 {
+            self.inline.process_frame(frame, self.now);
+            return;
+        }
         let (Some(batch), Some(&in_flight)) =
             (self.shard_in.get_mut(k), self.shard_in_flight.get(k))
         else {
@@ -694,7 +710,7 @@ impl NetLoop {
                 } else {
                     frame
                 };
-                if let Decision::Unicast(p) = self.route(self.gateway_port, frame, now) {
+                if let Decision::Unicast(p) = self.route(self.gateway_port, frame, None, now) {
                     if self.congested(p) {
                         self.blocked_on = Some(p);
                     }
@@ -708,10 +724,16 @@ impl NetLoop {
         progress
     }
 
-    fn deliver(&mut self, to: PortId, frame: &[u8]) {
+    fn deliver(&mut self, to: PortId, frame: &[u8], partial: Option<PartialCsum>) {
         if to == self.gateway_port {
             self.switch.count_tx(to, frame.len());
-            match self.gateway.process_frame(frame, &mut self.gw_out) {
+            let verdict = if partial.is_some() {
+                self.gateway
+                    .process_offloaded_frame(frame, &mut self.gw_out)
+            } else {
+                self.gateway.process_frame(frame, &mut self.gw_out)
+            };
+            match verdict {
                 Verdict::Handled | Verdict::Dropped(_) => {}
                 // TCP/UDP/ICMP for other hosts: the shard that owns the flow takes it.
                 Verdict::Transport => {
@@ -725,6 +747,17 @@ impl NetLoop {
                     }
                 }
             }
+            return;
+        }
+        if let Some(partial) = partial {
+            // Another guest's link: the checksum must be whole (rare: guest to guest).
+            let mut whole = std::mem::take(&mut self.csum_scratch);
+            whole.clear();
+            whole.extend_from_slice(frame);
+            if partial.complete(&mut whole) {
+                self.deliver(to, &whole, None);
+            }
+            self.csum_scratch = whole;
             return;
         }
         if let Some(Some(p)) = self.links.get_mut(to) {
@@ -743,7 +776,7 @@ impl NetLoop {
         }
         let out = std::mem::take(&mut self.gw_out);
         for frame in out.iter() {
-            self.route(self.gateway_port, frame, now);
+            self.route(self.gateway_port, frame, None, now);
         }
         let mut out = out;
         out.clear();

@@ -135,8 +135,19 @@ impl Gateway {
     /// ICMP echo request to a gateway address -> echo reply in `out` (RFC 792), never
     /// forwarded (except to a NATed virtual IP: `Transport`). Replies go to the frame's source MAC.
     pub fn process_frame(&mut self, frame: &[u8], out: &mut FrameBatch) -> Verdict {
+        self.process(frame, true, out)
+    }
+
+    /// [`Gateway::process_frame`] for a frame whose TCP/UDP checksum the sending kernel
+    /// left to offload (virtio-net `NEEDS_CSUM` over a local TAP or socket): not verified,
+    /// as a kernel does not verify its own offloaded frames.
+    pub fn process_offloaded_frame(&mut self, frame: &[u8], out: &mut FrameBatch) -> Verdict {
+        self.process(frame, false, out)
+    }
+
+    fn process(&mut self, frame: &[u8], verify_l4: bool, out: &mut FrameBatch) -> Verdict {
         self.counters.frames += 1;
-        match self.classify(frame, out) {
+        match self.classify(frame, verify_l4, out) {
             Ok(Verdict::Transport) => {
                 self.counters.transport += 1;
                 Verdict::Transport
@@ -151,7 +162,12 @@ impl Gateway {
         }
     }
 
-    fn classify(&mut self, frame: &[u8], out: &mut FrameBatch) -> Result<Verdict, DropReason> {
+    fn classify(
+        &mut self,
+        frame: &[u8],
+        verify_l4: bool,
+        out: &mut FrameBatch,
+    ) -> Result<Verdict, DropReason> {
         let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::EthernetTooShort)?;
         let src_mac = eth.src();
         if src_mac.is_multicast() || src_mac == self.cfg.mac {
@@ -166,7 +182,7 @@ impl Gateway {
         }
         match eth.ethertype() {
             EtherType::ARP => self.process_arp(&eth, out),
-            EtherType::IPV4 => self.process_ipv4(&eth, out),
+            EtherType::IPV4 => self.process_ipv4(&eth, verify_l4, out),
             EtherType::IPV6 => Err(DropReason::Ipv6Unsupported),
             _ => Err(DropReason::UnknownEthertype),
         }
@@ -228,6 +244,7 @@ impl Gateway {
     fn process_ipv4(
         &mut self,
         eth: &EthernetFrame<&[u8]>,
+        verify_l4: bool,
         out: &mut FrameBatch,
     ) -> Result<Verdict, DropReason> {
         let ip = Ipv4Packet::new_checked(eth.payload()).map_err(|_| DropReason::Ipv4Malformed)?;
@@ -264,7 +281,7 @@ impl Gateway {
             IpProtocol::ICMP => self.process_icmp(eth, &ip, dest, payload, out),
             IpProtocol::UDP => {
                 let udp = UdpPacket::new_checked(payload).map_err(|_| DropReason::UdpMalformed)?;
-                if !udp.verify_checksum(src, dst) {
+                if verify_l4 && !udp.verify_checksum(src, dst) {
                     return Err(DropReason::UdpBadChecksum);
                 }
                 match dest {
@@ -278,7 +295,7 @@ impl Gateway {
                 if tcp.options_iter().any(|o| o.is_err()) {
                     return Err(DropReason::TcpMalformed);
                 }
-                if !tcp.verify_checksum(src, dst) {
+                if verify_l4 && !tcp.verify_checksum(src, dst) {
                     return Err(DropReason::TcpBadChecksum);
                 }
                 match dest {

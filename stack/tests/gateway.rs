@@ -629,3 +629,34 @@ fn replies_parse_as_arp_via_our_views() {
     assert_eq!(a.operation(), ArpOperation::REPLY);
     assert_eq!(a.sender_proto_addr(), HOST_IP);
 }
+
+#[test]
+fn offloaded_frames_skip_only_the_l4_checksum() {
+    // A kernel's frame over a virtio-net TAP carries a partial TCP/UDP checksum: the
+    // gateway takes it without verifying that checksum, and still checks the rest.
+    let mut g = gw();
+    let mut out = FrameBatch::new();
+    let mut f = tcp_syn(REMOTE_IP, 80);
+    f[34 + 16] ^= 0x5a;
+    assert_eq!(
+        g.process_frame(&f, &mut out),
+        Verdict::Dropped(DropReason::TcpBadChecksum)
+    );
+    assert_eq!(g.process_offloaded_frame(&f, &mut out), Verdict::Transport);
+    let mut u = udp(GW_MAC, GUEST_IP, GW_IP, 53, b"query");
+    u[34 + 6] ^= 0x5a;
+    assert_eq!(g.process_offloaded_frame(&u, &mut out), Verdict::Transport);
+    // The IPv4 header checksum is never left to offload.
+    f[24] ^= 1;
+    assert_eq!(
+        g.process_offloaded_frame(&f, &mut out),
+        Verdict::Dropped(DropReason::Ipv4BadChecksum)
+    );
+    let mut m = tcp_syn(REMOTE_IP, 80);
+    m[34 + 12] = 0x40;
+    assert_eq!(
+        g.process_offloaded_frame(&m, &mut out),
+        Verdict::Dropped(DropReason::TcpMalformed)
+    );
+    assert!(out.is_empty());
+}

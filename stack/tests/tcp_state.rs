@@ -2131,3 +2131,55 @@ fn segments_fit_the_mss_with_sack_blocks() {
     }
     assert_eq!(segs[0].data.len(), 1460 - 12 - 4 - 16);
 }
+
+/// `on_segment_direct`: in-order text that finds the ring empty goes to the host first.
+fn direct(f: &mut Fix, payload: &[u8], take: usize, got: &mut Vec<u8>) -> Effects {
+    let r = f.seg(ACK | PSH);
+    f.gseq = f.gseq + payload.len() as u32;
+    let mut w = |d: &[u8]| {
+        let n = take.min(d.len());
+        got.extend_from_slice(&d[..n]);
+        n
+    };
+    f.t.on_segment_direct(&r, payload, f.now, &mut f.out, &mut w)
+}
+
+#[test]
+fn direct_write_skips_the_ring_and_keeps_the_order() {
+    let mut f = Fix::established();
+    let data = pattern(4000);
+    let mut host = Vec::new();
+    // All of it taken: nothing held, RCV.NXT past it, an ACK for it.
+    direct(&mut f, &data[..1000], usize::MAX, &mut host);
+    assert!(f.host_pending().is_empty());
+    assert_eq!(f.t.vars().rcv_nxt, GUEST_ISN + 1 + 1000);
+    assert_eq!(f.t.stats().bytes_in, 1000);
+    // The host takes 300 of the next 1000: the rest waits in the ring, in order.
+    direct(&mut f, &data[1000..2000], 300, &mut host);
+    assert_eq!(f.host_pending(), &data[1300..2000]);
+    // Bytes are waiting: the next segment must queue behind them, never jump ahead.
+    let e = direct(&mut f, &data[2000..3000], usize::MAX, &mut host);
+    assert!(e.host_write);
+    assert_eq!(host, &data[..1300]);
+    assert_eq!(f.host_pending(), &data[1300..3000]);
+    assert_eq!(f.t.vars().rcv_nxt, GUEST_ISN + 1 + 3000);
+    assert_eq!(f.t.stats().bytes_in, 3000);
+    let acks = f.poll();
+    assert_eq!(acks.last().map(|s| s.ack()), Some((GUEST_ISN + 1 + 3000).0));
+}
+
+#[test]
+fn direct_write_never_sees_out_of_order_text() {
+    let mut f = Fix::established();
+    let mut host = Vec::new();
+    // A segment beyond a gap is stored; the direct writer is not offered it.
+    let mut r = f.seg(ACK);
+    r.seq = f.gseq + 100;
+    let mut w = |d: &[u8]| {
+        host.extend_from_slice(d);
+        d.len()
+    };
+    f.t.on_segment_direct(&r, b"later", f.now, &mut f.out, &mut w);
+    assert!(host.is_empty());
+    assert_eq!(f.t.vars().rcv_nxt, GUEST_ISN + 1);
+}

@@ -22,7 +22,7 @@ use nix::sys::socket::{send, MsgFlags};
 
 use crate::framing::{encode_frame, Framing, FramingError, StreamDecoder, MIN_FRAME};
 use crate::sys::{self, FdKind, RecvInfo, MAX_BATCH};
-use crate::vnet::{self, VnetHdr, VNET_HDR_LEN};
+use crate::vnet::{self, PartialCsum, VnetHdr, VNET_HDR_LEN};
 
 /// Receive buffer of a stream link: many frames per `read()`.
 const STREAM_RX_BYTES: usize = 256 * 1024;
@@ -407,10 +407,30 @@ impl Link {
         budget: usize,
         on_frame: &mut dyn FnMut(&[u8]),
     ) -> Result<ReadStatus, LinkError> {
+        self.read_frames_inner(budget, true, &mut |frame, _| on_frame(frame))
+    }
+
+    /// [`Link::read_frames`], except that a checksum a virtio-net peer left partial stays
+    /// so: `on_frame` gets it as a [`PartialCsum`], to finish only if the frame leaves for
+    /// a port that needs it.
+    pub fn read_frames_partial(
+        &mut self,
+        budget: usize,
+        on_frame: &mut OnFrame<'_>,
+    ) -> Result<ReadStatus, LinkError> {
+        self.read_frames_inner(budget, false, on_frame)
+    }
+
+    fn read_frames_inner(
+        &mut self,
+        budget: usize,
+        complete: bool,
+        on_frame: &mut OnFrame<'_>,
+    ) -> Result<ReadStatus, LinkError> {
         let c = &mut self.counters;
         let status = match &mut self.io {
             Io::Stream { read, decoder, .. } => {
-                let r = read_stream(read.as_fd(), decoder, false, budget, c, on_frame);
+                let r = read_stream(read.as_fd(), decoder, None, budget, c, on_frame);
                 let runts = decoder.runts();
                 c.rx_runts += runts - self.runts_seen;
                 self.runts_seen = runts;
@@ -424,9 +444,9 @@ impl Link {
                 FdKind::Datagram => read_batched(fd.as_fd(), rx, false, budget, c, on_frame),
             },
             Io::Datagram { fd, rx, .. } => read_batched(fd.as_fd(), rx, false, budget, c, on_frame),
-            Io::VnetTap { fd, rx, .. } => read_vnet(fd.as_fd(), rx, budget, c, on_frame),
+            Io::VnetTap { fd, rx, .. } => read_vnet(fd.as_fd(), rx, complete, budget, c, on_frame),
             Io::VnetStream { fd, decoder, .. } => {
-                let r = read_stream(fd.as_fd(), decoder, true, budget, c, on_frame);
+                let r = read_stream(fd.as_fd(), decoder, Some(complete), budget, c, on_frame);
                 let runts = decoder.runts();
                 c.rx_runts += runts - self.runts_seen;
                 self.runts_seen = runts;
@@ -552,38 +572,46 @@ impl Link {
     }
 }
 
-fn deliver(c: &mut LinkCounters, on_frame: &mut dyn FnMut(&[u8]), frame: &[u8]) {
+/// What a link hands over per frame: the frame, and its partial checksum if it has one.
+pub type OnFrame<'a> = dyn FnMut(&[u8], Option<PartialCsum>) + 'a;
+
+fn deliver(
+    c: &mut LinkCounters,
+    on_frame: &mut OnFrame<'_>,
+    frame: &[u8],
+    partial: Option<PartialCsum>,
+) {
     c.rx_frames += 1;
     c.rx_bytes += frame.len() as u64;
-    on_frame(frame);
+    on_frame(frame, partial);
 }
 
 /// Reads a length-prefixed stream. `vnet`: each record is a virtio-net header and a frame
-/// (`/connect-vnet`), see [`vnet_record`].
+/// (`/connect-vnet`), see [`vnet_record`]; `Some(true)` finishes partial checksums.
 fn read_stream(
     fd: BorrowedFd<'_>,
     decoder: &mut StreamDecoder,
-    vnet: bool,
+    vnet: Option<bool>,
     budget: usize,
     c: &mut LinkCounters,
-    on_frame: &mut dyn FnMut(&[u8]),
+    on_frame: &mut OnFrame<'_>,
 ) -> Result<ReadStatus, LinkError> {
     let mut delivered = 0;
     loop {
         while delivered < budget {
-            let frame = if vnet {
+            let frame = if let Some(complete) = vnet {
                 match decoder.next_frame_mut()? {
-                    Some(record) => vnet_record(record, c),
+                    Some(record) => vnet_record(record, complete, c),
                     None => break,
                 }
             } else {
                 match decoder.next_frame()? {
-                    Some(frame) => Some(frame),
+                    Some(frame) => Some((frame, None)),
                     None => break,
                 }
             };
-            if let Some(frame) = frame {
-                deliver(c, on_frame, frame);
+            if let Some((frame, partial)) = frame {
+                deliver(c, on_frame, frame, partial);
                 delivered += 1;
             }
         }
@@ -615,7 +643,7 @@ fn read_batched(
     zero_is_eof: bool,
     budget: usize,
     c: &mut LinkCounters,
-    on_frame: &mut dyn FnMut(&[u8]),
+    on_frame: &mut OnFrame<'_>,
 ) -> Result<ReadStatus, LinkError> {
     let mut delivered = 0;
     let mut infos = [RecvInfo::default(); MAX_BATCH];
@@ -640,7 +668,7 @@ fn read_batched(
             } else if info.len < MIN_FRAME {
                 c.rx_runts += 1;
             } else {
-                deliver(c, on_frame, &slot[..info.len]);
+                deliver(c, on_frame, &slot[..info.len], None);
                 delivered += 1;
             }
         }
@@ -653,7 +681,7 @@ fn read_each(
     rx: &mut MessageRx,
     budget: usize,
     c: &mut LinkCounters,
-    on_frame: &mut dyn FnMut(&[u8]),
+    on_frame: &mut OnFrame<'_>,
 ) -> Result<ReadStatus, LinkError> {
     let mut delivered = 0;
     let slot = rx.slot;
@@ -667,7 +695,7 @@ fn read_each(
             Ok(n) if n > slot => c.rx_oversize += 1,
             Ok(n) if n < MIN_FRAME => c.rx_runts += 1,
             Ok(n) => {
-                deliver(c, on_frame, &buf[..n]);
+                deliver(c, on_frame, &buf[..n], None);
                 delivered += 1;
             }
             Err(Errno::EINTR) => continue,
@@ -750,13 +778,15 @@ fn flush_each(
     Ok(true)
 }
 
-/// read() per frame on a vnet TAP: strip the virtio-net header, complete a partial checksum.
+/// read() per frame on a vnet TAP: strip the virtio-net header; a partial checksum is
+/// completed (`complete`) or handed on.
 fn read_vnet(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
+    complete: bool,
     budget: usize,
     c: &mut LinkCounters,
-    on_frame: &mut dyn FnMut(&[u8]),
+    on_frame: &mut OnFrame<'_>,
 ) -> Result<ReadStatus, LinkError> {
     let mut delivered = 0;
     let slot = buf.len().saturating_sub(1);
@@ -779,23 +809,10 @@ fn read_vnet(
             c.rx_runts += 1;
             continue;
         }
-        let (head, frame) = buf[..n].split_at_mut(VNET_HDR_LEN);
-        let Some(h) = VnetHdr::parse(head) else {
-            c.rx_malformed += 1;
-            continue;
-        };
-        if h.flags & vnet::F_NEEDS_CSUM != 0
-            && !vnet::complete_checksum(
-                frame,
-                usize::from(h.csum_start),
-                usize::from(h.csum_offset),
-            )
-        {
-            c.rx_malformed += 1;
-            continue;
+        if let Some((frame, partial)) = vnet_record(&mut buf[..n], complete, c) {
+            deliver(c, on_frame, frame, partial);
+            delivered += 1;
         }
-        deliver(c, on_frame, frame);
-        delivered += 1;
     }
 }
 
@@ -854,20 +871,29 @@ fn flush_vnet(
 
 /// The frame of one record (virtio-net header + frame), its checksum completed; None (and
 /// counted) if the record is malformed.
-fn vnet_record<'a>(record: &'a mut [u8], c: &mut LinkCounters) -> Option<&'a [u8]> {
+fn vnet_record<'a>(
+    record: &'a mut [u8],
+    complete: bool,
+    c: &mut LinkCounters,
+) -> Option<(&'a [u8], Option<PartialCsum>)> {
     if record.len() < VNET_HDR_LEN + MIN_FRAME {
         c.rx_runts += 1;
         return None;
     }
     let (head, frame) = record.split_at_mut(VNET_HDR_LEN);
     let h = VnetHdr::parse(head)?;
-    if h.flags & vnet::F_NEEDS_CSUM != 0
-        && !vnet::complete_checksum(frame, usize::from(h.csum_start), usize::from(h.csum_offset))
-    {
+    if h.flags & vnet::F_NEEDS_CSUM == 0 {
+        return Some((frame, None));
+    }
+    let Some(partial) = PartialCsum::new(frame.len(), h.csum_start, h.csum_offset) else {
         c.rx_malformed += 1;
         return None;
+    };
+    if complete {
+        partial.complete(frame);
+        return Some((frame, None));
     }
-    Some(frame)
+    Some((frame, Some(partial)))
 }
 
 /// Encodes queued frames as records (runs of one TCP flow merged, as on a vnet TAP) into

@@ -71,6 +71,28 @@ impl VnetHdr {
     }
 }
 
+/// A checksum the sender left partial (`NEEDS_CSUM`), still to be finished when the frame
+/// leaves for a port that needs it. The stack skips it: it only reads payloads, and a
+/// kernel's own frame over a local TAP or socket cannot be corrupted on a wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartialCsum {
+    start: u16,
+    offset: u16,
+}
+
+impl PartialCsum {
+    /// The header's `csum_start`/`csum_offset`, if they fit a frame of `len` bytes.
+    pub fn new(len: usize, start: u16, offset: u16) -> Option<PartialCsum> {
+        let at = usize::from(start).checked_add(usize::from(offset))?;
+        (at.checked_add(2)? <= len).then_some(PartialCsum { start, offset })
+    }
+
+    /// Finishes the checksum in `frame` (false if the offsets do not fit it).
+    pub fn complete(self, frame: &mut [u8]) -> bool {
+        complete_checksum(frame, usize::from(self.start), usize::from(self.offset))
+    }
+}
+
 /// Finishes a partial checksum: the one's-complement sum from `start` to the end (the field
 /// at `start + offset` holds the pseudo-header sum) is complemented into the field. False if
 /// the offsets do not fit the frame (the frame is malformed).
@@ -361,6 +383,31 @@ mod tests {
         assert_eq!(frames[0].len(), f.len());
         assert!(tcp_ok(&frames[0]));
         assert_eq!(link.counters().rx_malformed, 1);
+
+        // read_frames_partial hands the same record over untouched, with its offsets.
+        rec.truncate(4 + 10 + f.len());
+        peer.write_all(&rec).unwrap();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.is_empty() && std::time::Instant::now() < deadline {
+            link.read_frames_partial(16, &mut |fr, p| got.push((fr.to_vec(), p)))
+                .unwrap();
+        }
+        assert_eq!(got.len(), 1);
+        let (mut partial_frame, p) = got.remove(0);
+        assert_eq!(partial_frame, f);
+        let p = p.expect("a partial checksum");
+        assert_eq!(p, PartialCsum::new(f.len(), 34, 16).unwrap());
+        assert!(p.complete(&mut partial_frame));
+        assert!(tcp_ok(&partial_frame));
+    }
+
+    #[test]
+    fn partial_checksum_offsets_must_fit() {
+        assert!(PartialCsum::new(100, 34, 16).is_some());
+        assert!(PartialCsum::new(52, 34, 16).is_some());
+        assert!(PartialCsum::new(51, 34, 16).is_none());
+        assert!(PartialCsum::new(100, u16::MAX, u16::MAX).is_none());
     }
 
     #[test]

@@ -291,6 +291,15 @@ impl InlineShard {
         }
     }
 
+    /// One guest frame of this shard's flows, straight from the owner's read buffer (no
+    /// batch, no copy); its effects (host writes, replies) happen in the next turn.
+    pub fn process_frame(&mut self, frame: &[u8], now: Instant) {
+        if self.shard.running {
+            self.shard.counters.frames_in += 1;
+            self.shard.process_guest_frame(frame, now);
+        }
+    }
+
     /// How long the owner may block before the next [`InlineShard::turn`] is due.
     pub fn timeout(&self) -> Option<Duration> {
         self.shard.poll_timeout(Instant::now())

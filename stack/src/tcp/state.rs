@@ -527,13 +527,28 @@ impl Tcb {
         now: Instant,
         out: &mut dyn SegmentSink,
     ) -> Effects {
+        self.on_segment_direct(seg, payload, now, out, &mut |_| 0)
+    }
+
+    /// [`Tcb::on_segment`], with a way around the receive ring: in-order text that finds
+    /// the ring empty (nothing older is waiting for the host) is first offered to
+    /// `direct`, which writes what it can to the host and returns how much; only the rest
+    /// is copied into the ring. The bytes written count as received and consumed at once.
+    pub fn on_segment_direct(
+        &mut self,
+        seg: &TcpRepr,
+        payload: &[u8],
+        now: Instant,
+        out: &mut dyn SegmentSink,
+        direct: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Effects {
         self.stats.segments_in += 1;
         let mut eff = Effects::default();
         match self.state {
             State::Closed => {}
             State::AwaitingHost => self.on_segment_awaiting_host(seg),
             State::SynSent => self.on_segment_syn_sent(seg, payload, now, out, &mut eff),
-            _ => self.on_segment_synchronized(seg, payload, now, out, &mut eff),
+            _ => self.on_segment_synchronized(seg, payload, now, out, direct, &mut eff),
         }
         self.finish(eff)
     }
@@ -605,7 +620,14 @@ impl Tcb {
         self.schedule_ack_now(now);
         // Data or FIN in the SYN-ACK: "Continue processing at the sixth step".
         if !payload.is_empty() || f.contains(TcpFlags::FIN) {
-            self.process_text(seg.seq + 1, payload, f.contains(TcpFlags::FIN), now, eff);
+            self.process_text(
+                seg.seq + 1,
+                payload,
+                f.contains(TcpFlags::FIN),
+                now,
+                &mut |_| 0,
+                eff,
+            );
         }
     }
 
@@ -646,6 +668,7 @@ impl Tcb {
         payload: &[u8],
         now: Instant,
         out: &mut dyn SegmentSink,
+        direct: &mut dyn FnMut(&[u8]) -> usize,
         eff: &mut Effects,
     ) {
         let f = seg.flags;
@@ -795,7 +818,7 @@ impl Tcb {
             State::Established | State::FinWait1 | State::FinWait2
                 if !payload.is_empty() || fin =>
             {
-                self.process_text(seg.seq, payload, fin, now, eff);
+                self.process_text(seg.seq, payload, fin, now, direct, eff);
             }
             // The guest's FIN was already received: text is ignored. A FIN in TIME-WAIT is
             // acknowledged and restarts the timeout.
@@ -1133,6 +1156,7 @@ impl Tcb {
         payload: &[u8],
         fin: bool,
         now: Instant,
+        direct: &mut dyn FnMut(&[u8]) -> usize,
         eff: &mut Effects,
     ) {
         let fin_seq = seq_add(seq, payload.len());
@@ -1166,10 +1190,23 @@ impl Tcb {
             self.rcv_fin = Some(fin_seq);
         }
 
+        let mut written = 0;
         if !data.is_empty() {
             self.rcv_mss = self
                 .rcv_mss
                 .max(payload.len().min(usize::from(self.cfg_mss())));
+            if start == self.rcv_nxt && self.recv.ring.is_empty() && self.recv.ooo.is_empty() {
+                written = direct(data).min(data.len());
+                self.rcv_nxt = seq_add(self.rcv_nxt, written);
+                self.stats.bytes_in += u64::try_from(written).unwrap_or(0);
+                data = data.get(written..).unwrap_or_default();
+                start = self.rcv_nxt;
+                if written > 0 && data.is_empty() {
+                    self.data_ack_policy(now);
+                }
+            }
+        }
+        if !data.is_empty() {
             match self.recv.place(&mut self.rcv_nxt, start, data) {
                 Placed::InOrder(n) => {
                     self.stats.bytes_in += u64::try_from(n).unwrap_or(0);
@@ -1193,7 +1230,7 @@ impl Tcb {
                     self.schedule_ack_now(now);
                 }
             }
-        } else if !payload.is_empty() {
+        } else if !payload.is_empty() && written == 0 {
             // Everything was old or beyond the window.
             self.schedule_ack_now(now);
         }
