@@ -41,6 +41,7 @@ use stack::counters::{DropCounters, DropReason};
 use stack::flow::{FlowHasher, FlowKey};
 use stack::gateway::{Gateway, GatewayConfig, Verdict};
 use stack::shard::{self, InlineShard, ShardConfig, ShardHandle, ShardMsg, ShardStats, SwitchMsg};
+use stack::wire::checksum::L4Checksum;
 use stack::wire::{
     ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr, MacAddr,
 };
@@ -275,8 +276,6 @@ pub struct NetLoop {
     shards: Vec<ShardHandle>,
     /// Shard 0 runs in this thread: its flows cross no thread boundary.
     inline: InlineShard,
-    /// Where a frame with a partial checksum is finished before it goes to another link.
-    csum_scratch: Vec<u8>,
     hasher: FlowHasher,
     /// Guest frames being collected for each shard this turn.
     shard_in: Vec<FrameBatch>,
@@ -320,6 +319,8 @@ impl NetLoop {
         let hasher = FlowHasher::random();
         shard_cfg.hasher = hasher;
         shard_cfg.shards = shards.max(1);
+        // Each link finishes (or offloads to its guest) the checksums of shard frames.
+        shard_cfg.l4_checksum = L4Checksum::Partial;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -358,7 +359,6 @@ impl NetLoop {
             unrouted: DropCounters::default(),
             shards: handles.clone(),
             inline,
-            csum_scratch: Vec::new(),
             hasher,
             shard_in: (0..n).map(|_| FrameBatch::new()).collect(),
             shard_in_flight: vec![0; n],
@@ -409,10 +409,12 @@ impl NetLoop {
             // in-flight count never lags behind what they processed.
             self.drain_shards();
             let mut readable: Vec<PortId> = std::mem::take(&mut self.backlog);
+            let mut inline_ready = false;
             for ev in events.iter() {
                 let t = ev.token();
                 if t == INLINE {
                     // The inline shard runs every turn, below.
+                    inline_ready = true;
                     continue;
                 }
                 if t == WAKER {
@@ -434,7 +436,7 @@ impl NetLoop {
                 self.read_port(port, now);
             }
             self.send_shard_batches();
-            self.inline.turn();
+            self.inline.turn(inline_ready);
             self.drain_shards();
             // Shard frames wait for full link queues: flush, switch more, until one
             // blocks on a full socket or nothing is left.
@@ -565,7 +567,15 @@ impl NetLoop {
             return Decision::Filter;
         };
         if let Some(pcap) = &self.services.pcap {
-            pcap.capture(frame);
+            match partial {
+                // The capture shows the checksum a guest will see.
+                Some(p) => {
+                    let mut whole = frame.to_vec();
+                    p.complete(&mut whole);
+                    pcap.capture(&whole);
+                }
+                None => pcap.capture(frame),
+            }
         }
         if port != self.gateway_port && eth.ethertype() == EtherType::ARP {
             self.learn_neighbour(frame);
@@ -710,7 +720,9 @@ impl NetLoop {
                 } else {
                     frame
                 };
-                if let Decision::Unicast(p) = self.route(self.gateway_port, frame, None, now) {
+                // Shards leave TCP/UDP checksums partial (ShardConfig::l4_checksum).
+                let partial = PartialCsum::of_frame(frame);
+                if let Decision::Unicast(p) = self.route(self.gateway_port, frame, partial, now) {
                     if self.congested(p) {
                         self.blocked_on = Some(p);
                     }
@@ -724,6 +736,7 @@ impl NetLoop {
         progress
     }
 
+    /// Hands a frame to port `to`: the gateway, or a link's queue.
     fn deliver(&mut self, to: PortId, frame: &[u8], partial: Option<PartialCsum>) {
         if to == self.gateway_port {
             self.switch.count_tx(to, frame.len());
@@ -749,21 +762,11 @@ impl NetLoop {
             }
             return;
         }
-        if let Some(partial) = partial {
-            // Another guest's link: the checksum must be whole (rare: guest to guest).
-            let mut whole = std::mem::take(&mut self.csum_scratch);
-            whole.clear();
-            whole.extend_from_slice(frame);
-            if partial.complete(&mut whole) {
-                self.deliver(to, &whole, None);
-            }
-            self.csum_scratch = whole;
-            return;
-        }
         if let Some(Some(p)) = self.links.get_mut(to) {
             self.switch.count_tx(to, frame.len());
-            // A frame the link cannot take is counted there (tx_dropped).
-            if p.link.queue_frame(frame) && !p.write_interest {
+            // A frame the link cannot take is counted there (tx_dropped). A partial
+            // checksum goes to a virtio-net guest as it is; other links finish it.
+            if p.link.queue_frame_partial(frame, partial) && !p.write_interest {
                 self.dirty.push(to);
             }
         }

@@ -48,8 +48,32 @@ impl FrameBatch {
     ) -> Result<usize, E> {
         let start = self.data.len();
         self.data.resize(start + max_len, 0);
-        match f(&mut self.data[start..]) {
+        let r = f(&mut self.data[start..]);
+        self.seal(start, r)
+    }
+
+    /// Like [`FrameBatch::try_push_with`] for a frame of `head_len` header bytes (zeroed)
+    /// followed by `payload`, copied once and never zero-filled first; `f` writes the header
+    /// into the whole frame (and may checksum it) and returns its length.
+    pub fn try_push_parts<E>(
+        &mut self,
+        head_len: usize,
+        payload: [&[u8]; 2],
+        f: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        let start = self.data.len();
+        self.data.resize(start + head_len, 0);
+        self.data.extend_from_slice(payload[0]);
+        self.data.extend_from_slice(payload[1]);
+        let r = f(&mut self.data[start..]);
+        self.seal(start, r)
+    }
+
+    /// Ends the frame begun at `start` at the length `r` gives, or removes it.
+    fn seal<E>(&mut self, start: usize, r: Result<usize, E>) -> Result<usize, E> {
+        match r {
             Ok(n) => {
+                let max_len = self.data.len() - start;
                 let n = n.min(max_len);
                 self.data.truncate(start + n);
                 self.ends.push(self.data.len());
@@ -172,6 +196,24 @@ mod tests {
         assert_eq!(r, Ok(3));
         let v: Vec<&[u8]> = b.iter().collect();
         assert_eq!(v, vec![&b"x"[..], b"ok", &[0, 0, 0]]);
+    }
+
+    #[test]
+    fn try_push_parts() {
+        let mut b = FrameBatch::new();
+        b.push(b"x");
+        let n = b
+            .try_push_parts(3, [b"ab", b"cd"], |buf| {
+                assert_eq!(buf, &[0, 0, 0, b'a', b'b', b'c', b'd']);
+                buf[..3].copy_from_slice(b"HDR");
+                Ok::<_, ()>(6)
+            })
+            .unwrap();
+        assert_eq!(n, 6);
+        assert_eq!(b.get(1), Some(&b"HDRabc"[..]));
+        assert!(b.try_push_parts(2, [b"zz", b""], |_| Err(())).is_err());
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.bytes(), 7);
     }
 
     #[test]

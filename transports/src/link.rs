@@ -204,6 +204,9 @@ struct TxQueue {
     buf: Vec<u8>,
     off: usize,
     lens: Vec<usize>,
+    /// Beside `lens` (vnet links): the frame's TCP/UDP checksum is partial, to be sent as
+    /// `NEEDS_CSUM`.
+    partial: Vec<Option<PartialCsum>>,
     head: usize,
 }
 
@@ -224,6 +227,8 @@ impl TxQueue {
             self.off = 0;
             self.lens.copy_within(self.head.., 0);
             self.lens.truncate(self.lens.len() - self.head);
+            self.partial.copy_within(self.head.., 0);
+            self.partial.truncate(self.partial.len() - self.head);
             self.head = 0;
         }
     }
@@ -233,8 +238,14 @@ impl TxQueue {
             self.buf.clear();
             self.off = 0;
             self.lens.clear();
+            self.partial.clear();
             self.head = 0;
         }
+    }
+
+    /// The next frame's partial checksum, if it has one.
+    fn head_partial(&self) -> Option<PartialCsum> {
+        self.partial.get(self.head).copied().flatten()
     }
 
     /// Frames not yet sent (message transports).
@@ -459,6 +470,17 @@ impl Link {
     /// Queues one frame encoded for the framing. Returns false if dropped (queue over the
     /// limit, empty, or too big to encode).
     pub fn queue_frame(&mut self, frame: &[u8]) -> bool {
+        self.queue(frame, None)
+    }
+
+    /// [`Link::queue_frame`] for a frame whose TCP/UDP checksum may be partial: a vnet
+    /// link sends it so (`NEEDS_CSUM`, the guest kernel trusts it), any other link
+    /// finishes it in its queue first.
+    pub fn queue_frame_partial(&mut self, frame: &[u8], partial: Option<PartialCsum>) -> bool {
+        self.queue(frame, partial)
+    }
+
+    fn queue(&mut self, frame: &[u8], partial: Option<PartialCsum>) -> bool {
         let stream = matches!(self.io, Io::Stream { .. });
         let framing = if stream {
             self.framing
@@ -490,8 +512,18 @@ impl Link {
             self.counters.tx_oversize += 1;
             return false;
         }
+        let vnet = matches!(self.io, Io::VnetTap { .. } | Io::VnetStream { .. });
+        let partial = match partial {
+            Some(p) if !vnet => {
+                let at = self.tx.buf.len() - frame.len();
+                p.complete(&mut self.tx.buf[at..]);
+                None
+            }
+            p => p,
+        };
         if !stream {
             self.tx.lens.push(frame.len());
+            self.tx.partial.push(partial);
         }
         self.counters.tx_frames += 1;
         self.counters.tx_bytes += frame.len() as u64;
@@ -842,6 +874,9 @@ fn flush_vnet(
                 n_iov += 1;
             }
         } else if let Some(f) = tx.frames().next() {
+            if let Some(p) = tx.head_partial() {
+                vh = p.header().emit();
+            }
             iov[1] = io::IoSlice::new(f);
             n_iov = 2;
         }
@@ -927,7 +962,8 @@ fn flush_vnet_stream(
                     }
                     c.tx_gso_writes += 1;
                 } else if let Some(f) = tx.frames().next() {
-                    out.extend_from_slice(&PLAIN);
+                    let vh = tx.head_partial().map_or(PLAIN, |p| p.header().emit());
+                    out.extend_from_slice(&vh);
                     out.extend_from_slice(f);
                 }
                 let rec = u32::try_from(out.len() - len_at - 4).unwrap_or(u32::MAX);

@@ -87,9 +87,40 @@ impl PartialCsum {
         (at.checked_add(2)? <= len).then_some(PartialCsum { start, offset })
     }
 
+    /// Where a TCP or UDP checksum sits in an unfragmented IPv4 frame (no VLAN tag).
+    pub fn of_frame(frame: &[u8]) -> Option<PartialCsum> {
+        if frame.get(12..14)? != [0x08, 0x00] {
+            return None;
+        }
+        let ip = frame.get(ETH..)?;
+        let (vihl, proto) = (*ip.first()?, *ip.get(9)?);
+        let ihl = usize::from(vihl & 0x0f) * 4;
+        let frag = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]);
+        if vihl >> 4 != 4 || ihl < 20 || frag & 0x3fff != 0 {
+            return None;
+        }
+        let offset = match proto {
+            6 => 16,
+            17 => 6,
+            _ => return None,
+        };
+        let start = u16::try_from(ETH + ihl).ok()?;
+        PartialCsum::new(frame.len(), start, offset)
+    }
+
     /// Finishes the checksum in `frame` (false if the offsets do not fit it).
     pub fn complete(self, frame: &mut [u8]) -> bool {
         complete_checksum(frame, usize::from(self.start), usize::from(self.offset))
+    }
+
+    /// The virtio-net header that hands the frame over as it is (`NEEDS_CSUM`).
+    pub fn header(self) -> VnetHdr {
+        VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: self.start,
+            csum_offset: self.offset,
+            ..VnetHdr::default()
+        }
     }
 }
 
@@ -400,6 +431,78 @@ mod tests {
         assert_eq!(p, PartialCsum::new(f.len(), 34, 16).unwrap());
         assert!(p.complete(&mut partial_frame));
         assert!(tcp_ok(&partial_frame));
+    }
+
+    /// `seg` with the checksum left as a kernel leaves it for offload.
+    fn partial_seg(seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = seg(seq, payload, TCP_ACK);
+        let pseudo = checksum::pseudo_header_v4(
+            Ipv4Addr::new(192, 168, 127, 254),
+            Ipv4Addr::new(192, 168, 127, 2),
+            6,
+            f.len() - 34,
+        );
+        f[50..52].copy_from_slice(&pseudo.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn finds_the_l4_checksum_of_a_frame() {
+        let f = seg(1, b"x", TCP_ACK);
+        assert_eq!(PartialCsum::of_frame(&f), PartialCsum::new(f.len(), 34, 16));
+        let mut u = f.clone();
+        u[23] = 17;
+        assert_eq!(PartialCsum::of_frame(&u), PartialCsum::new(u.len(), 34, 6));
+        let mut icmp = f.clone();
+        icmp[23] = 1;
+        assert_eq!(PartialCsum::of_frame(&icmp), None);
+        let mut frag = f.clone();
+        frag[20] = 0x20; // more fragments
+        assert_eq!(PartialCsum::of_frame(&frag), None);
+        let mut arp = f.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(PartialCsum::of_frame(&arp), None);
+        assert_eq!(PartialCsum::of_frame(&f[..40]), None);
+    }
+
+    /// A partial frame leaves a vnet link as `NEEDS_CSUM`, and any other link finished.
+    #[test]
+    fn partial_frames_offloaded_or_finished_per_link() {
+        use crate::link::{Link, LinkIo};
+        use std::io::Read;
+        use std::os::unix::net::UnixStream;
+        let f = partial_seg(1, &[9u8; 700]);
+        let p = PartialCsum::of_frame(&f);
+        assert!(p.is_some() && !tcp_ok(&f));
+
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let mut link = Link::new(
+            LinkIo::VnetStream(ours.into()),
+            crate::Framing::Qemu,
+            1514,
+            1 << 20,
+        );
+        assert!(link.queue_frame_partial(&f, p));
+        assert!(link.flush().unwrap());
+        let mut got = vec![0u8; 4 + 10 + f.len()];
+        peer.read_exact(&mut got).unwrap();
+        let h = VnetHdr::parse(&got[4..14]).unwrap();
+        assert_eq!((h.flags, h.gso_type), (F_NEEDS_CSUM, GSO_NONE));
+        assert_eq!((h.csum_start, h.csum_offset), (34, 16));
+        assert_eq!(&got[14..], &f[..]);
+
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let io = LinkIo::Stream {
+            read: ours.into(),
+            write: None,
+        };
+        let mut link = Link::new(io, crate::Framing::Qemu, 1514, 1 << 20);
+        assert!(link.queue_frame_partial(&f, p));
+        assert!(link.flush().unwrap());
+        let mut got = vec![0u8; 4 + f.len()];
+        peer.read_exact(&mut got).unwrap();
+        assert!(tcp_ok(&got[4..]));
+        assert_eq!(&got[4..4 + 50], &f[..50]);
     }
 
     #[test]

@@ -54,6 +54,7 @@ use crate::counters::{DropCounters, DropReason};
 use crate::flow::{FlowHasher, FlowKey, Protocol};
 use crate::nat::{Destination, NatTable};
 use crate::tcp::{TcbStats, TcpConfig};
+use crate::wire::checksum::L4Checksum;
 use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr};
 
 pub use stats::{
@@ -94,6 +95,9 @@ pub struct ShardConfig {
     /// Clients (each a flow) per `ServeUdp` socket; datagrams from further clients are
     /// dropped until one idles out.
     pub max_udp_clients: usize,
+    /// TCP and UDP checksums of the frames sent to guests: `Partial` when the switch loop
+    /// finishes them per port (or hands them to a virtio-net guest as `NEEDS_CSUM`).
+    pub l4_checksum: L4Checksum,
 }
 
 /// What the gateway's own address serves. Ports not listed: TCP RST, UDP port unreachable.
@@ -148,6 +152,7 @@ impl ShardConfig {
             // IANA's dynamic ports (RFC 6335 §6).
             ephemeral_ports: 49152..=65535,
             max_udp_clients: 1024,
+            l4_checksum: L4Checksum::Full,
         }
     }
 }
@@ -284,10 +289,18 @@ impl InlineShard {
         self.shard.poll.as_raw_fd()
     }
 
-    /// One turn without blocking: messages, host socket events, timers, output.
-    pub fn turn(&mut self) {
-        if self.shard.running {
+    /// One turn without blocking: messages, host socket events, timers, output. `polled`:
+    /// the owner's poll reported [`InlineShard::fd`] readable; if not (and the last turn
+    /// did not fill its event buffer) no host socket has news, and the epoll_wait is skipped.
+    pub fn turn(&mut self, polled: bool) {
+        if !self.shard.running {
+            return;
+        }
+        if polled || self.busy() {
             self.shard.turn(&mut self.events, Some(Duration::ZERO));
+        } else {
+            self.events.clear();
+            self.shard.work(Instant::now());
         }
     }
 
@@ -404,7 +417,8 @@ impl Shard {
         to_switch: Sender<SwitchMsg>,
         switch_waker: Arc<Waker>,
     ) -> Shard {
-        let out = Out::new(id, cfg.gateway_mac, to_switch.clone(), switch_waker);
+        let mut out = Out::new(id, cfg.gateway_mac, to_switch.clone(), switch_waker);
+        out.l4_checksum = cfg.l4_checksum;
         if id >= cfg.shards {
             warn!(
                 "shard {id}: ShardConfig.shards is {}: connections to guests will fail \
@@ -468,6 +482,11 @@ impl Shard {
                 None => {}
             }
         }
+        self.work(now);
+    }
+
+    /// The part of a turn that needs no poll.
+    fn work(&mut self, now: Instant) {
         // Messages queued without a wake (the inline owner's own batches).
         if !self.rx.is_empty() {
             self.drain_messages(now);

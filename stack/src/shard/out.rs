@@ -21,6 +21,7 @@ use crate::batch::FrameBatch;
 use crate::counters::{DropCounters, DropReason};
 use crate::gateway::DEFAULT_TTL;
 use crate::tcp::{Endpoints, SegmentSink, TcpRepr};
+use crate::wire::checksum::L4Checksum;
 use crate::wire::{Icmpv4Repr, Ipv4FrameRepr, MacAddr, UdpRepr};
 
 use super::stats::FrameCounters;
@@ -44,6 +45,8 @@ pub(crate) struct Out {
     ident: u16,
     /// The switch loop is gone: frames are dropped.
     closed: bool,
+    /// How TCP and UDP checksums are written (`ShardConfig::l4_checksum`).
+    pub l4_checksum: L4Checksum,
     pub counters: FrameCounters,
     pub drops: DropCounters,
 }
@@ -65,6 +68,7 @@ impl Out {
             switch_waker,
             ident: 1,
             closed: false,
+            l4_checksum: L4Checksum::Full,
             counters: FrameCounters::default(),
             drops: DropCounters::default(),
         }
@@ -153,16 +157,9 @@ impl Out {
         let fr = self.frame(guest_mac, *ep.remote.ip(), *ep.guest.ip(), true);
         let plen = payload[0].len() + payload[1].len();
         let at = repr.frame_payload_offset();
-        let len = at + plen;
-        let r = self.batch.try_push_with(len, |buf| {
-            let (a, b) = (payload[0], payload[1]);
-            if let Some(d) = buf.get_mut(at..at + a.len()) {
-                d.copy_from_slice(a);
-            }
-            if let Some(d) = buf.get_mut(at + a.len()..len) {
-                d.copy_from_slice(b);
-            }
-            repr.emit_frame(buf, &fr, plen)
+        let csum = self.l4_checksum;
+        let r = self.batch.try_push_parts(at, payload, |buf| {
+            repr.emit_frame_csum(buf, &fr, plen, csum)
         });
         match r {
             Ok(n) => self.after_push(n),
@@ -184,12 +181,9 @@ impl Out {
             dst_port: guest.port(),
         };
         let at = UdpRepr::frame_payload_offset();
-        let len = at + payload.len();
-        let r = self.batch.try_push_with(len, |buf| {
-            if let Some(d) = buf.get_mut(at..len) {
-                d.copy_from_slice(payload);
-            }
-            repr.emit_frame(buf, &fr, payload.len())
+        let csum = self.l4_checksum;
+        let r = self.batch.try_push_parts(at, [payload, &[]], |buf| {
+            repr.emit_frame_csum(buf, &fr, payload.len(), csum)
         });
         match r {
             Ok(n) => self.after_push(n),

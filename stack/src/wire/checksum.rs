@@ -70,6 +70,18 @@ pub fn combine(sums: &[u16]) -> u16 {
     fold(sums.iter().map(|&s| u64::from(s)).sum())
 }
 
+/// How a TCP or UDP header's checksum is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum L4Checksum {
+    /// The whole checksum (RFC 9293 §3.1, RFC 768).
+    #[default]
+    Full,
+    /// Only the folded pseudo-header sum, as a kernel leaves it for checksum offload
+    /// (`CHECKSUM_PARTIAL`): whoever sends the frame on finishes it over the segment, or a
+    /// virtio-net peer takes it as `NEEDS_CSUM`.
+    Partial,
+}
+
 /// The IPv4 pseudo-header sum (RFC 793 §3.1, RFC 768): addresses, protocol and the
 /// transport length (header + data).
 pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: usize) -> u16 {

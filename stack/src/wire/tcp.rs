@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::ops::{Add, BitAnd, BitOr, BitOrAssign, Sub};
 
-use super::checksum;
+use super::checksum::{self, L4Checksum};
 use super::ipv4::IpProtocol;
 use super::{read_u16, read_u32, write_u16, write_u32, Ipv4FrameRepr, WireError};
 
@@ -690,6 +690,18 @@ impl TcpRepr {
         src: Ipv4Addr,
         dst: Ipv4Addr,
     ) -> Result<usize, WireError> {
+        self.emit_csum(buf, payload_len, src, dst, L4Checksum::Full)
+    }
+
+    /// [`emit`](Self::emit) with the checksum written as `csum` says.
+    pub fn emit_csum(
+        &self,
+        buf: &mut [u8],
+        payload_len: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        csum: L4Checksum,
+    ) -> Result<usize, WireError> {
         let header_len = self.header_len();
         let len = header_len
             .checked_add(payload_len)
@@ -707,7 +719,14 @@ impl TcpRepr {
         write_u16(seg, 16, 0);
         write_u16(seg, 18, self.urgent);
         self.emit_options(&mut seg[Self::MIN_HEADER_LEN..header_len])?;
-        fill(seg, src, dst);
+        match csum {
+            L4Checksum::Full => fill(seg, src, dst),
+            L4Checksum::Partial => write_u16(
+                seg,
+                16,
+                checksum::pseudo_header_v4(src, dst, IpProtocol::TCP, len),
+            ),
+        }
         Ok(len)
     }
 
@@ -781,6 +800,17 @@ impl TcpRepr {
         frame: &Ipv4FrameRepr,
         payload_len: usize,
     ) -> Result<usize, WireError> {
+        self.emit_frame_csum(buf, frame, payload_len, L4Checksum::Full)
+    }
+
+    /// [`emit_frame`](Self::emit_frame) with the checksum written as `csum` says.
+    pub fn emit_frame_csum(
+        &self,
+        buf: &mut [u8],
+        frame: &Ipv4FrameRepr,
+        payload_len: usize,
+        csum: L4Checksum,
+    ) -> Result<usize, WireError> {
         let l4_len = self
             .header_len()
             .checked_add(payload_len)
@@ -789,7 +819,7 @@ impl TcpRepr {
         let l4 = buf
             .get_mut(Ipv4FrameRepr::HEADER_LEN..)
             .ok_or(WireError::Exhausted)?;
-        self.emit(l4, payload_len, frame.src_ip, frame.dst_ip)?;
+        self.emit_csum(l4, payload_len, frame.src_ip, frame.dst_ip, csum)?;
         Ok(len)
     }
 }
@@ -1232,6 +1262,20 @@ mod tests {
             repr.emit_frame(&mut vec![0u8; 70_000], &frame, 65_500),
             Err(WireError::Exhausted)
         );
+
+        // Partial: the field holds the pseudo-header sum; finishing it over the segment
+        // (what NEEDS_CSUM asks of the receiver) gives the full checksum.
+        let mut p = b.clone();
+        let n2 = repr
+            .emit_frame_csum(&mut p, &frame, payload.len(), L4Checksum::Partial)
+            .unwrap();
+        assert_eq!(n2, n);
+        let l4 = 14 + 20;
+        let pseudo = checksum::pseudo_header_v4(DST, SRC, IpProtocol::TCP, n - l4);
+        assert_eq!(read_u16(&p[l4..], 16), pseudo);
+        let sum = checksum::data(&p[l4..n]);
+        p[l4 + 16..l4 + 18].copy_from_slice(&(!sum).to_be_bytes());
+        assert_eq!(p[..n], b[..n]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::checksum;
+use super::checksum::{self, L4Checksum};
 use super::ipv4::IpProtocol;
 use super::{read_u16, write_u16, Ipv4FrameRepr, WireError};
 
@@ -164,6 +164,18 @@ impl UdpRepr {
         src: Ipv4Addr,
         dst: Ipv4Addr,
     ) -> Result<usize, WireError> {
+        self.emit_csum(buf, payload_len, src, dst, L4Checksum::Full)
+    }
+
+    /// [`emit`](Self::emit) with the checksum written as `csum` says.
+    pub fn emit_csum(
+        &self,
+        buf: &mut [u8],
+        payload_len: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        csum: L4Checksum,
+    ) -> Result<usize, WireError> {
         let len = Self::HEADER_LEN
             .checked_add(payload_len)
             .ok_or(WireError::Exhausted)?;
@@ -172,7 +184,14 @@ impl UdpRepr {
         write_u16(d, 0, self.src_port);
         write_u16(d, 2, self.dst_port);
         write_u16(d, 4, len16);
-        fill(d, src, dst);
+        match csum {
+            L4Checksum::Full => fill(d, src, dst),
+            L4Checksum::Partial => write_u16(
+                d,
+                6,
+                checksum::pseudo_header_v4(src, dst, IpProtocol::UDP, len),
+            ),
+        }
         Ok(len)
     }
 
@@ -204,6 +223,17 @@ impl UdpRepr {
         frame: &Ipv4FrameRepr,
         payload_len: usize,
     ) -> Result<usize, WireError> {
+        self.emit_frame_csum(buf, frame, payload_len, L4Checksum::Full)
+    }
+
+    /// [`emit_frame`](Self::emit_frame) with the checksum written as `csum` says.
+    pub fn emit_frame_csum(
+        &self,
+        buf: &mut [u8],
+        frame: &Ipv4FrameRepr,
+        payload_len: usize,
+        csum: L4Checksum,
+    ) -> Result<usize, WireError> {
         let l4_len = Self::HEADER_LEN
             .checked_add(payload_len)
             .ok_or(WireError::Exhausted)?;
@@ -211,7 +241,7 @@ impl UdpRepr {
         let l4 = buf
             .get_mut(Ipv4FrameRepr::HEADER_LEN..)
             .ok_or(WireError::Exhausted)?;
-        self.emit(l4, payload_len, frame.src_ip, frame.dst_ip)?;
+        self.emit_csum(l4, payload_len, frame.src_ip, frame.dst_ip, csum)?;
         Ok(len)
     }
 }
@@ -364,6 +394,20 @@ mod tests {
         let udp = UdpPacket::new_checked(ip.payload()).unwrap();
         assert!(udp.verify_checksum(DST, SRC));
         assert_eq!(udp.payload(), b"abc");
+
+        // Partial: the pseudo-header sum, finished by whoever sends the frame on.
+        let mut p = b;
+        UdpRepr {
+            src_port: 53,
+            dst_port: 40000,
+        }
+        .emit_frame_csum(&mut p, &frame, 3, L4Checksum::Partial)
+        .unwrap();
+        let pseudo = checksum::pseudo_header_v4(DST, SRC, IpProtocol::UDP, 11);
+        assert_eq!(read_u16(&p[34..], 6), pseudo);
+        let sum = checksum::data(&p[34..n]);
+        p[40..42].copy_from_slice(&(!sum).to_be_bytes());
+        assert_eq!(p, b);
     }
 
     #[test]
