@@ -435,6 +435,53 @@ fn udp_echo_and_port_unreachable() {
 }
 
 #[test]
+fn udp_burst_leaves_in_segmented_sends_in_order() {
+    // One batch: a run of one size (with a shorter last datagram), another flow in the
+    // middle, then mixed sizes; each flow's datagrams arrive whole and in order.
+    let h = Harness::new();
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    }
+    let (pa, pb) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    let dgram = |i: usize, len: usize| -> Vec<u8> { (0..len).map(|j| (i + j) as u8).collect() };
+    let mut sizes_a: Vec<usize> = vec![1000; 70];
+    sizes_a.push(300);
+    sizes_a.extend([1472, 1, 1472, 1472, 0, 0, 9, 9]);
+    let mut frames = Vec::new();
+    for (i, &len) in sizes_a.iter().enumerate() {
+        frames.push(udp_frame(HOST_ALIAS, 6000, pa, &dgram(i, len)));
+        if i == 35 {
+            for k in 0..3 {
+                frames.push(udp_frame(HOST_ALIAS, 6001, pb, &dgram(100 + k, 50)));
+            }
+        }
+    }
+    h.send(&frames);
+    let mut buf = [0u8; 2000];
+    for (i, &len) in sizes_a.iter().enumerate() {
+        let n = match a.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) => panic!("datagram {i} of flow a: {e}: {:?}", h.stats().udp),
+        };
+        assert_eq!(&buf[..n], &dgram(i, len)[..], "datagram {i}");
+    }
+    for k in 0..3 {
+        let n = b.recv(&mut buf).expect("every datagram of flow b");
+        assert_eq!(&buf[..n], &dgram(100 + k, 50)[..]);
+    }
+    let s = h.stats();
+    assert_eq!(s.udp.datagrams_to_host, sizes_a.len() as u64 + 3);
+    assert_eq!(s.udp.send_errors, 0);
+    // 36 + 35 (the run split by flow b, then 64 at most per send) ...: a few sends.
+    assert!(s.udp.gso_sends >= 2, "{:?}", s.udp);
+}
+
+#[test]
 fn udp_flows_expire_when_idle() {
     let mut h = Harness::with(|c| c.udp_idle = Duration::from_millis(200));
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();

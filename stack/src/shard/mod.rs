@@ -367,6 +367,8 @@ struct Shard {
     rx: Receiver<ShardMsg>,
     to_switch: Sender<SwitchMsg>,
     out: Out,
+    /// Guest datagrams held until the end of the turn.
+    udp_tx: udp::UdpTx,
     flows: Slab<Flow>,
     index: HashMap<FlowKey, FlowId>,
     /// `ServeUdp` sockets.
@@ -436,6 +438,7 @@ impl Shard {
             rx,
             to_switch,
             out,
+            udp_tx: udp::UdpTx::default(),
             flows: Slab::new(),
             index: HashMap::new(),
             serves: Slab::new(),
@@ -491,6 +494,8 @@ impl Shard {
         if !self.rx.is_empty() {
             self.drain_messages(now);
         }
+        // Before timers may close a flow with datagrams still held.
+        self.flush_udp();
         self.run_timers(now);
         self.run_serves(now);
         self.run_dirty(now);

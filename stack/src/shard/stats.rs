@@ -70,6 +70,8 @@ counter_struct! {
         flows_expired,
         datagrams_to_host,
         bytes_to_host,
+        /// sendmsg() calls that carried several guest datagrams of one flow (UDP_SEGMENT).
+        gso_sends,
         datagrams_from_host,
         bytes_from_host,
         /// ICMP port unreachable sent to the guest (host ECONNREFUSED, gateway, unused address).

@@ -16,12 +16,15 @@
 //! `udp_idle`; at most `max_udp_clients` clients per socket.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
+use nix::errno::Errno;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 use crate::counters::DropReason;
 use crate::flow::{FlowKey, Protocol};
@@ -64,11 +67,47 @@ pub(super) struct UdpFlow {
     pub readable: bool,
     /// Payload length of the guest's latest datagram (for the quote of an ICMP error).
     last_len: usize,
+    /// UDP_SEGMENT works on this socket's path (cleared at the first refusal).
+    gso: bool,
 }
 
 impl UdpFlow {
     pub fn close(mut self, registry: &Registry) {
         let _ = registry.deregister(&mut self.sock);
+    }
+}
+
+/// UDP_MAX_SEGMENTS of Linux before 6.x (128 since).
+const GSO_MAX_SEGS: usize = 64;
+/// The largest UDP payload one IPv4 datagram carries.
+const GSO_MAX_BYTES: usize = 65_507;
+
+/// Guest datagrams of connected flows held until the end of the turn ([`Shard::flush_udp`]).
+#[derive(Default)]
+pub(super) struct UdpTx {
+    buf: Vec<u8>,
+    /// Per datagram in arrival order: its flow and where it ends in `buf`.
+    ends: Vec<(FlowId, usize)>,
+}
+
+impl UdpTx {
+    fn push(&mut self, id: FlowId, payload: &[u8]) {
+        self.buf.extend_from_slice(payload);
+        self.ends.push((id, self.buf.len()));
+    }
+}
+
+/// One sendmsg of `data` cut by the kernel into datagrams of `seg` bytes (UDP_SEGMENT).
+fn send_segments(sock: &UdpSocket, data: &[u8], seg: usize) -> Result<(), Errno> {
+    let seg = u16::try_from(seg).map_err(|_| Errno::EINVAL)?;
+    let iov = [IoSlice::new(data)];
+    let cmsg = [ControlMessage::UdpGsoSegments(&seg)];
+    loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -198,26 +237,106 @@ impl Shard {
         };
         u.last_active = now;
         u.last_len = payload.len();
+        // Sent at the end of the turn, with the rest of the burst.
+        self.udp_tx.push(id, payload);
+    }
+
+    /// Sends the guest datagrams held this turn: each run of one flow's datagrams of one
+    /// size (the last may be shorter) in one sendmsg with UDP_SEGMENT, so the host stack
+    /// builds and routes one packet and splits it at the receiving socket.
+    pub(super) fn flush_udp(&mut self) {
+        if self.udp_tx.ends.is_empty() {
+            return;
+        }
+        let mut tx = std::mem::take(&mut self.udp_tx);
+        let (mut i, mut start) = (0, 0);
+        while let Some(&(id, first_end)) = tx.ends.get(i) {
+            let seg = first_end - start;
+            let (mut j, mut end) = (i + 1, first_end);
+            while let Some(&(next, e)) = tx.ends.get(j) {
+                let len = e - end;
+                // An empty datagram would vanish inside a segmented send: it goes alone.
+                let fits = len <= seg && len > 0 && j - i < GSO_MAX_SEGS;
+                if next != id || !fits || e - start > GSO_MAX_BYTES {
+                    break;
+                }
+                (j, end) = (j + 1, e);
+                if len < seg {
+                    break;
+                }
+            }
+            if let Some(data) = tx.buf.get(start..end) {
+                self.send_udp_run(id, data, seg, j - i);
+            }
+            (i, start) = (j, end);
+        }
+        tx.buf.clear();
+        tx.ends.clear();
+        self.udp_tx = tx;
+    }
+
+    /// `count` datagrams of flow `id`, `seg` bytes each but the last, back to back in `data`.
+    fn send_udp_run(&mut self, id: FlowId, data: &[u8], seg: usize, count: usize) {
+        let Some(flow) = self.flows.get_mut(id) else {
+            return;
+        };
+        let Proto::Udp(u) = &mut flow.proto else {
+            return;
+        };
         let c = &mut self.counters.udp;
-        match u.sock.send(payload) {
-            Ok(_) => {
-                c.datagrams_to_host += 1;
-                c.bytes_to_host += payload.len() as u64;
+        let mut error = None;
+        if count > 1 && u.gso {
+            match send_segments(&u.sock, data, seg) {
+                Ok(()) => {
+                    c.gso_sends += 1;
+                    c.datagrams_to_host += count as u64;
+                    c.bytes_to_host += data.len() as u64;
+                    return;
+                }
+                // No UDP GSO on this path (old kernel, a route whose MTU is below `seg`):
+                // one datagram at a time from now on.
+                Err(Errno::EINVAL | Errno::EMSGSIZE | Errno::EIO | Errno::ENOPROTOOPT) => {
+                    u.gso = false
+                }
+                Err(e) => error = Some((io::Error::from(e), count)),
             }
+        }
+        if error.is_none() {
+            // An empty datagram is a datagram too.
+            let empty: &[&[u8]] = if data.is_empty() { &[&[]] } else { &[] };
+            for d in data.chunks(seg.max(1)).chain(empty.iter().copied()) {
+                match u.sock.send(d) {
+                    Ok(_) => {
+                        c.datagrams_to_host += 1;
+                        c.bytes_to_host += d.len() as u64;
+                    }
+                    Err(e) => {
+                        error = Some((e, 1));
+                        break;
+                    }
+                }
+            }
+        }
+        let Some((e, lost)) = error else {
+            return;
+        };
+        if e.kind() == io::ErrorKind::ConnectionRefused {
             // An earlier datagram drew a port unreachable: the guest learns it now.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            let mut quote = [0u8; 28];
+            if quote_of(&flow.key, u.last_len, &mut quote) {
                 c.port_unreachable_sent += 1;
-                self.out.unreachable(
-                    guest_mac,
-                    ip.dst(),
-                    Icmpv4Unreachable::PORT,
-                    ip.packet_slice(),
-                );
+                let msg = Icmpv4Repr::DstUnreachable {
+                    code: Icmpv4Unreachable::PORT,
+                    next_hop_mtu: 0,
+                    original: &quote,
+                };
+                let key = flow.key;
+                self.out
+                    .icmp(flow.guest_mac, *key.remote.ip(), *key.guest.ip(), &msg);
             }
-            Err(e) => {
-                c.send_errors += 1;
-                log::trace!("shard {}: {key}: send failed: {e}", self.id);
-            }
+        } else {
+            c.send_errors += lost as u64;
+            log::trace!("shard {}: {}: send failed: {e}", self.id, flow.key);
         }
     }
 
@@ -257,6 +376,7 @@ impl Shard {
             last_active: now,
             readable: false,
             last_len: 0,
+            gso: true,
         };
         let got = self.insert_flow(key, guest_mac, None, Proto::Udp(flow));
         self.schedule(got, Some(later(now, self.cfg.udp_idle)));
