@@ -89,22 +89,16 @@ impl PartialCsum {
 
     /// Where a TCP or UDP checksum sits in an unfragmented IPv4 frame (no VLAN tag).
     pub fn of_frame(frame: &[u8]) -> Option<PartialCsum> {
-        if frame.get(12..14)? != [0x08, 0x00] {
+        let h = Ipv4Head::of(frame)?;
+        if h.fragmented {
             return None;
         }
-        let ip = frame.get(ETH..)?;
-        let (vihl, proto) = (*ip.first()?, *ip.get(9)?);
-        let ihl = usize::from(vihl & 0x0f) * 4;
-        let frag = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]);
-        if vihl >> 4 != 4 || ihl < 20 || frag & 0x3fff != 0 {
-            return None;
-        }
-        let offset = match proto {
+        let offset = match h.proto {
             6 => 16,
             17 => 6,
             _ => return None,
         };
-        let start = u16::try_from(ETH + ihl).ok()?;
+        let start = u16::try_from(ETH + h.hdr_len).ok()?;
         PartialCsum::new(frame.len(), start, offset)
     }
 
@@ -137,6 +131,37 @@ pub fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> bool 
     true
 }
 
+/// The IPv4 header of an untagged Ethernet frame, as far as this module cares.
+struct Ipv4Head {
+    hdr_len: usize,
+    proto: u8,
+    /// The header's total length.
+    total: usize,
+    /// More fragments, or an offset.
+    fragmented: bool,
+}
+
+impl Ipv4Head {
+    fn of(frame: &[u8]) -> Option<Ipv4Head> {
+        if frame.get(12..14)? != [0x08, 0x00] {
+            return None;
+        }
+        let ip = frame.get(ETH..)?;
+        let vihl = *ip.first()?;
+        let hdr_len = usize::from(vihl & 0x0f) * 4;
+        if vihl >> 4 != 4 || hdr_len < 20 || ip.len() < hdr_len {
+            return None;
+        }
+        let frag = u16::from_be_bytes([ip[6], ip[7]]);
+        Some(Ipv4Head {
+            hdr_len,
+            proto: ip[9],
+            total: usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+            fragmented: frag & 0x3fff != 0,
+        })
+    }
+}
+
 /// A TCP/IPv4 frame as far as coalescing cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpSeg {
@@ -150,19 +175,11 @@ pub struct TcpSeg {
 
 /// Parses an unfragmented IPv4 TCP frame carrying data, with no trailing padding.
 pub fn tcp_seg(frame: &[u8]) -> Option<TcpSeg> {
-    if frame.get(12..14)? != [0x08, 0x00] {
-        return None;
-    }
+    let h = Ipv4Head::of(frame)?;
     let ip = frame.get(ETH..)?;
-    let (vihl, proto) = (*ip.first()?, *ip.get(9)?);
-    let ip_hdr_len = usize::from(vihl & 0x0f) * 4;
-    if vihl >> 4 != 4 || ip_hdr_len < 20 || proto != 6 {
-        return None;
-    }
-    let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-    let frag = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]);
-    // More fragments, or an offset: not a whole segment.
-    if total != ip.len() || frag & 0x3fff != 0 {
+    let ip_hdr_len = h.hdr_len;
+    // A fragment is not a whole segment; trailing padding is not payload.
+    if h.proto != 6 || h.total != ip.len() || h.fragmented {
         return None;
     }
     let tcp = ip.get(ip_hdr_len..)?;
