@@ -126,8 +126,11 @@ pub fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> bool 
     if start > frame.len() || at.saturating_add(2) > frame.len() {
         return false;
     }
-    let sum = checksum::data(&frame[start..]);
-    frame[at..at + 2].copy_from_slice(&(!sum).to_be_bytes());
+    let sum = !checksum::data(&frame[start..]);
+    // RFC 768: a computed zero goes out as all ones (zero means "no checksum" in UDP); for
+    // TCP both are the same one's-complement zero.
+    let sum = if sum == 0 { 0xffff } else { sum };
+    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
     true
 }
 
@@ -520,6 +523,14 @@ mod tests {
         peer.read_exact(&mut got).unwrap();
         assert!(tcp_ok(&got[4..]));
         assert_eq!(&got[4..4 + 50], &f[..50]);
+    }
+
+    #[test]
+    fn a_finished_zero_checksum_goes_out_as_all_ones() {
+        // Bytes whose one's-complement sum is 0xffff: the checksum computes to zero.
+        let mut f = vec![0xff, 0xff, 0, 0];
+        assert!(complete_checksum(&mut f, 0, 2));
+        assert_eq!(&f[2..], &[0xff, 0xff]);
     }
 
     #[test]

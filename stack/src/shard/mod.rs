@@ -534,7 +534,11 @@ impl Shard {
                 }
                 ShardMsg::OpenTcp { host, guest, tag } => self.open_tcp(host, guest, tag, now),
                 ShardMsg::ServeUdp { socket, guest, tag } => self.serve_udp(socket, guest, tag),
-                ShardMsg::CloseTag(tag) => self.close_tag(tag),
+                ShardMsg::CloseTag(tag) => {
+                    // Held datagrams go first: their flows may be about to close.
+                    self.flush_udp();
+                    self.close_tag(tag)
+                }
                 ShardMsg::Shutdown => {
                     self.running = false;
                     for id in self.flows.ids() {
